@@ -1,0 +1,26 @@
+"""Small helpers the tests share (import as ``tests.helpers``)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
+
+
+def require_tool(name: str) -> str:
+    """Path of a Debian tool the test needs; skip with a visible reason when it is not installed."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (the test command installs it with apt-get when run as root)")
+    return path
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The ``Error`` lines dicom3tools' IOD validator reports for a file (skips when absent)."""
+    tool = require_tool("dciodvfy")
+    proc = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
+    return [line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("Error")]
