@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 __all__ = ["child_uid", "is_valid_uid", "seg_instance_uid", "seg_series_uid"]
 
@@ -49,11 +49,15 @@ def seg_series_uid(source_series_uid: str, rule_name: str, model_name: str, mode
     return _uid_from_name("seg-series", (source_series_uid, rule_name, model_name, model_version))
 
 
-def seg_instance_uid(seg_series_uid: str, source_sop_instance_uids: Iterable[str]) -> str:
+def seg_instance_uid(
+    seg_series_uid: str, source_sop_instance_uids: Iterable[str], content_key: Sequence[str] = ()
+) -> str:
     """The SOP Instance UID of a SEG in ``seg_series_uid`` that references exactly these sources.
 
     Order-independent (the set is sorted) and insensitive to duplicates; adding or removing one
-    source instance gives a new UID in the same series.
+    source instance gives a new UID in the same series. ``content_key`` names what the SEG says
+    beyond its sources (the prompts asked, the segmentation type), so an edited rule that keeps its
+    name never reuses a UID for different content.
     """
     _require_uid(seg_series_uid, "seg_series_uid")
     sources = sorted(set(source_sop_instance_uids))
@@ -61,7 +65,7 @@ def seg_instance_uid(seg_series_uid: str, source_sop_instance_uids: Iterable[str
         raise ValueError("a SEG instance UID needs at least one source SOP Instance UID")
     for uid in sources:
         _require_uid(uid, "source SOP Instance UID")
-    return _uid_from_name("seg-instance", (seg_series_uid, *sources))
+    return _uid_from_name("seg-instance", (seg_series_uid, str(len(content_key)), *content_key, *sources))
 
 
 def child_uid(parent_uid: str, purpose: str) -> str:

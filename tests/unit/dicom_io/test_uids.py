@@ -65,6 +65,11 @@ def test_instance_uid_depends_on_the_set_of_sources_only() -> None:
     assert seg_instance_uid(series, SOURCES + SOURCES[:3]) == uid
     assert seg_instance_uid(series, iter(SOURCES)) == uid
     assert seg_instance_uid(series, SOURCES[:-1]) != uid
+    # the same sources asked other questions under the same rule name: another object
+    assert seg_instance_uid(series, SOURCES, ["BINARY", "liver"]) != seg_instance_uid(
+        series, SOURCES, ["BINARY"]
+    )
+    assert seg_instance_uid(series, SOURCES, ["liver", "x"]) != seg_instance_uid(series, SOURCES, ["liverx"])
     other_series = seg_series_uid(SOURCE_SERIES, "abdomen-ct", "MedImageParse", "2024.2")
     assert seg_instance_uid(other_series, SOURCES) != uid
 
