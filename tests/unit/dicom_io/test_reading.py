@@ -9,8 +9,8 @@ import pytest
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from dicom_io.errors import InvalidInstanceError, NotDicomError
-from dicom_io.reading import ReadLimits, read_dataset, read_instance, scan
 from dicom_io.pixels import read_frames
+from dicom_io.reading import ReadLimits, read_dataset, read_instance, scan
 from dicom_io.testing import encode, write_datasets
 from dicom_io.testing.phantoms import volume_phantom
 
