@@ -1,0 +1,80 @@
+"""The ``mip-gateway`` command.
+
+Subcommands import what they need when they run, so ``mip-gateway convert`` does not pay for the
+HTTP stack and ``mip-gateway serve`` does not pay for what it does not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from service.logs import configure_logging
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mip-gateway",
+        description="DICOM gateway for MedImageParse (2D and 3D) segmentation.",
+    )
+    parser.add_argument("--log-json", action="store_true", help="log as JSON lines (production)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = sub.add_parser("info", help="one line per series: what it is and what is wrong with it")
+    info.add_argument(
+        "paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)"
+    )
+    info.set_defaults(handler="service.commands.inspect:run_info")
+
+    convert = sub.add_parser("convert", help="convert series to model inputs (PNG for 2D, NIfTI for 3D)")
+    convert.add_argument(
+        "paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)"
+    )
+    convert.add_argument("--to", required=True, choices=["png", "nifti"], help="model input format")
+    convert.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    convert.add_argument(
+        "--window",
+        metavar="NAME",
+        help="CT window preset (2D: abdomen, lung, pelvis, liver, colon, pancreas; "
+        "3D: soft_tissue, lung, brain, bone), or 'percentile' / 'voi'; default per modality",
+    )
+    convert.add_argument(
+        "--layout", choices=["xyz", "slices-first"], default="xyz", help="NIfTI voxel layout (default xyz)"
+    )
+    convert.add_argument(
+        "--intensity",
+        choices=["raw", "uint8"],
+        help="NIfTI voxel values: raw modality units (default) or 0..255 (default when --window is given)",
+    )
+    convert.set_defaults(handler="service.commands.convert:run_convert")
+
+    sample = sub.add_parser(
+        "sample", help="write a synthetic phantom series (no patient data) to try things on"
+    )
+    sample.add_argument("out", metavar="DIR", help="folder to write the series into")
+    sample.add_argument("--modality", choices=["CT", "MR"], default="CT")
+    sample.add_argument("--size", type=int, default=256, help="rows and columns (default 256)")
+    sample.add_argument("--slices", type=int, default=48, help="number of slices (default 48)")
+    sample.add_argument("--seed", type=int, default=1)
+    sample.set_defaults(handler="service.commands.sample:run_sample")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    import logging
+
+    configure_logging(json=args.log_json, level=logging.DEBUG if args.verbose else logging.INFO)
+    module_name, _, function_name = args.handler.partition(":")
+    import importlib
+
+    handler = getattr(importlib.import_module(module_name), function_name)
+    return int(handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""``mip-gateway convert``: series → model inputs on disk, one series' failure never stopping the others."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from dicom_io.errors import DicomIOError
+from dicom_io.export2d import iter_model_images, png_name
+from dicom_io.intensity import Normalisation
+from dicom_io.nifti3d import NiftiLayout, VolumeIntensity, export_nifti
+from dicom_io.reading import scan
+from dicom_io.series import Series, SeriesKind, assemble
+from dicom_io.windows import ModelKind
+from service.atomic import atomic_write_bytes, publish_directory, staging_directory
+
+__all__ = ["run_convert"]
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    result = scan(args.paths)
+    for skipped in result.skipped:
+        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
+    failures = 0
+    converted = 0
+    for series in assemble(result.instances):
+        if series.kind is SeriesKind.NON_IMAGE:
+            print(
+                f"skipped series {series.series_instance_uid}: {series.problems[0].message}", file=sys.stderr
+            )
+            continue
+        try:
+            written = _to_png(series, out, args) if args.to == "png" else _to_nifti(series, out, args)
+        except (DicomIOError, ValueError) as exc:
+            failures += 1
+            print(f"failed series {series.series_instance_uid}: {exc}", file=sys.stderr)
+            continue
+        converted += 1
+        print(f"{series.series_instance_uid}: {written}")
+    if not converted and not failures:
+        print("nothing to convert: no image series found", file=sys.stderr)
+        return 1
+    return 1 if failures else 0
+
+
+def _to_png(series: Series, out: Path, args: argparse.Namespace) -> str:
+    norm = Normalisation.parse(args.window, ModelKind.TWO_D, series.modality)
+    final = out / series.series_instance_uid
+    staging = staging_directory(final)
+    try:
+        transforms = {}
+        for image in iter_model_images(series, norm):
+            name = png_name(image.frame)
+            atomic_write_bytes(staging / name, image.png, fsync=False)
+            transforms[name] = {
+                "sop_instance_uid": image.frame.sop_instance_uid,
+                "frame": image.frame.index + 1,
+                **image.transform.to_dict(),
+            }
+        manifest = {
+            "series_instance_uid": series.series_instance_uid,
+            "normalisation": norm.describe(),
+            "images": transforms,
+        }
+        atomic_write_bytes(staging / "transform.json", json.dumps(manifest, indent=1).encode())
+        publish_directory(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return f"{len(transforms)} PNG(s) in {final}"
+
+
+def _to_nifti(series: Series, out: Path, args: argparse.Namespace) -> str:
+    intensity = VolumeIntensity(args.intensity or ("uint8" if args.window else "raw"))
+    norm = Normalisation.parse(args.window, ModelKind.THREE_D, series.modality) if args.window else None
+    data, volume = export_nifti(
+        series, intensity=intensity, normalisation=norm, layout=NiftiLayout(args.layout)
+    )
+    target = out / f"{series.series_instance_uid}.nii.gz"
+    atomic_write_bytes(target, data)
+    return f"{target} {volume.shape} {volume.layout} {intensity} ({volume.normalisation})"
