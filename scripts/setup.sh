@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Shared setup for scripts/run.sh and scripts/test.sh: a virtualenv with the project installed,
+# and (when root on Debian/Ubuntu) the DICOM peer tools the tests talk to. Safe to run repeatedly.
+# Source it: `source scripts/setup.sh [--peers]`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MIPGW_VENV:-$ROOT/.venv}"
+PEERS=0
+for arg in "$@"; do [[ "$arg" == "--peers" ]] && PEERS=1; done
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"; else return 1; fi
+}
+
+apt_install() {
+    command -v apt-get >/dev/null || return 1
+    # Debian's orthanc package would start a system service on 0.0.0.0: forbid service starts
+    # during the install unless a policy is already in place.
+    local policy=/usr/sbin/policy-rc.d added=0
+    if [[ ! -e $policy ]]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy" && added=1 || return 1
+    fi
+    local rc=0
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1; then
+        as_root apt-get update -qq >/dev/null 2>&1 || true
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 || rc=$?
+    fi
+    [[ $added -eq 1 ]] && as_root rm -f $policy
+    return $rc
+}
+
+find_python() {
+    for candidate in "${PYTHON:-}" python3 python3.13 python3.12 python3.11; do
+        [[ -n "$candidate" ]] || continue
+        if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            echo "$candidate"; return 0
+        fi
+    done
+    return 1
+}
+
+PY="$(find_python)" || { log "Python 3.11 or newer is required"; exit 1; }
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    log "creating virtualenv $VENV with $PY"
+    if ! "$PY" -m venv "$VENV" 2>/dev/null; then
+        # Debian ships venv separately
+        version="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+        apt_install "python${version}-venv" || apt_install python3-venv || { log "cannot create a virtualenv: install python3-venv"; exit 1; }
+        rm -rf "$VENV"; "$PY" -m venv "$VENV"
+    fi
+fi
+
+# Reinstall only when the project's dependencies changed.
+stamp="$VENV/.mipgw-installed"
+want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    log "installing mip-gateway and its dependencies into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+    echo "$want" > "$stamp"
+fi
+
+if [[ $PEERS -eq 1 ]]; then
+    missing=()
+    command -v storescu >/dev/null || missing+=(dcmtk)
+    command -v dciodvfy >/dev/null || missing+=(dicom3tools)
+    command -v dcm2niix >/dev/null || missing+=(dcm2niix)
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        log "installing peer tools: ${missing[*]}"
+        apt_install "${missing[@]}" || log "could not install ${missing[*]} (not root?): the tests that need them will skip"
+    fi
+fi
+
+export PATH="$VENV/bin:$PATH"
+export TCP_NODELAY=1  # dcmtk 3.6.7 leaves Nagle on otherwise (29x slower transfers)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: sets up the virtualenv and the DICOM peer tools,
+# then lint, types and tests. Extra arguments go to pytest (e.g. -k nifti).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh --peers
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy"
+mypy dicom_io service workers config
+echo "== pytest"
+jobs="$(python -c 'import os; print(min(4, os.cpu_count() or 1))')"
+exec pytest -n "$jobs" "$@"
