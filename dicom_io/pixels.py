@@ -105,13 +105,17 @@ def _decode(instance: Instance, wanted: list[int]) -> PixelArray:
             frames = [pixel_array(_source(instance), index=i) for i in wanted]
     except Exception as exc:  # decoders raise anything from RuntimeError to struct.error
         raise UnsupportedPixelDataError(
-            f"cannot decode {instance.transfer_syntax_name} pixel data ({type(exc).__name__}: {exc})",
+            f"cannot decode {instance.transfer_syntax_name} pixel data ({_one_line(exc)})",
             transfer_syntax_uid=instance.transfer_syntax_uid,
             sop_instance_uid=instance.sop_instance_uid,
             series_instance_uid=instance.series_instance_uid,
             path=instance.path,
         ) from exc
     return np.stack(frames)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _source(instance: Instance) -> pydicom.Dataset | str:

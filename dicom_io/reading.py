@@ -144,8 +144,7 @@ def scan(paths: Iterable[Path | str], limits: ReadLimits | None = None) -> ScanR
         try:
             instances.append(read_instance(path, limits))
         except DicomIOError as exc:
-            level = logging.INFO if isinstance(exc, NotDicomError) else logging.WARNING
-            logger.log(level, "skipping %s", exc)
+            logger.warning("skipping %s", exc)
             skipped.append(SkippedFile(path, exc.reason, exc))
     return ScanResult(tuple(instances), tuple(skipped))
 

@@ -106,7 +106,8 @@ class Series:
         if self.kind is SeriesKind.VOLUME and self.geometry is not None:
             return self.geometry
         reasons = [p.message for p in self.problems if p.severity is Severity.ERROR]
-        detail = "; ".join(reasons) if reasons else f"it is a {self.kind} series ({self.modality})"
+        kind = "a set of 2D images" if self.kind is SeriesKind.IMAGES else "not an image series"
+        detail = "; ".join(reasons) if reasons else f"{self.modality} series is {kind}"
         raise GeometryError(f"not usable as a volume: {detail}", series_instance_uid=self.series_instance_uid)
 
 

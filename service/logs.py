@@ -36,8 +36,14 @@ def configure_logging(*, json: bool = False, level: int = logging.INFO) -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    handler.addFilter(_quiet_pydicom)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pydicom warns loudly about every oddity it reads past; our own checks report what matters
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
+def _quiet_pydicom(record: logging.LogRecord) -> bool:
+    # pydicom logs every oddity it reads past, and decoder failures with tracebacks; dicom_io turns
+    # what matters into errors that name the instance. (A filter, because importing pydicom resets
+    # its logger's level, and commands import it after logging is configured.)
+    return not record.name.startswith("pydicom") or record.levelno >= logging.CRITICAL

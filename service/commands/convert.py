@@ -23,8 +23,6 @@ __all__ = ["run_convert"]
 def run_convert(args: argparse.Namespace) -> int:
     out = Path(args.out)
     result = scan(args.paths)
-    for skipped in result.skipped:
-        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     failures = 0
     converted = 0
     for series in assemble(result.instances):
@@ -37,7 +35,11 @@ def run_convert(args: argparse.Namespace) -> int:
             written = _to_png(series, out, args) if args.to == "png" else _to_nifti(series, out, args)
         except (DicomIOError, ValueError) as exc:
             failures += 1
-            print(f"failed series {series.series_instance_uid}: {exc}", file=sys.stderr)
+            named = isinstance(exc, DicomIOError) and exc.series_instance_uid is not None
+            print(
+                f"failed {exc}" if named else f"failed series {series.series_instance_uid}: {exc}",
+                file=sys.stderr,
+            )
             continue
         converted += 1
         print(f"{series.series_instance_uid}: {written}")

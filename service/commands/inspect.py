@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from pydicom.uid import UID
 
@@ -35,6 +34,4 @@ def run_info(args: argparse.Namespace) -> int:
     result = scan(args.paths)
     for series in assemble(result.instances):
         print(describe(series))
-    for skipped in result.skipped:
-        print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
     return 0 if result.instances else 1

@@ -185,3 +185,19 @@ def test_colour_ultrasound_comes_out_rgb(tmp_path: Path) -> None:
     assert image.shape == (instance.rows, instance.columns, 3)
     expected = phantom.datasets[0].pixel_array[2].astype(np.int32)
     assert np.abs(image.astype(np.int32) - expected).mean() < 4  # JPEG is lossy; YBR became RGB
+
+
+def test_modality_lut_sequence_replaces_rescale(tmp_path: Path) -> None:
+    ds = volume_phantom(slices=1, modality="MR").datasets[0]
+    item = pydicom.Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.ModalityLUTType = "US"
+    item.add_new(0x00283006, "US", [min(65535, 3 * v + 7) for v in range(4096)])  # LUTData
+    ds.ModalityLUTSequence = [item]
+    path = tmp_path / "lut.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    instance = read_instance(path)
+    (frame,) = frames_of(instance)
+    stored = read_frames(instance)[0]
+    np.testing.assert_array_equal(modality_values(stored, frame), stored.astype(np.float32) * 3 + 7)
+    assert uniform_rescale([frame]) is None  # the NIfTI path must not take the stored-integer shortcut
