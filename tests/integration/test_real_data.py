@@ -37,10 +37,10 @@ def test_every_real_image_series_becomes_model_input(shared_dicom: Path) -> None
         if series.kind is SeriesKind.NON_IMAGE:
             assert series.modality == "SEG"
             continue
-        if any("JPLY" in str(i.path) for i in series.instances):
+        bad = [i for i in series.instances if "JPLY" in str(i.path)]
+        if bad:
             with pytest.raises(UnsupportedPixelDataError, match="JPEG Extended"):
-                for instance in series.instances:
-                    read_frames(instance)
+                read_frames(bad[0])
             continue
         for image in _model_images(series):
             assert image.shape == (1024, 1024, 3)
