@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import groupby
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 from isal import igzip
@@ -31,13 +30,16 @@ from dicom_io.errors import InvalidSeriesError
 from dicom_io.frames import Frame
 from dicom_io.geometry import VolumeGeometry
 from dicom_io.intensity import Normalisation, NormalisationKind, default_normalisation, grey_to_unit_range
+from dicom_io.nifti_header import nifti1_header
 from dicom_io.pixels import is_colour, modality_values, read_frames, uniform_rescale
+from dicom_io.reading import Instance
 from dicom_io.series import Series
 from dicom_io.windows import ModelKind, to_uint8
 
 __all__ = [
     "NiftiLayout",
     "NiftiVolume",
+    "SliceCompressor",
     "VolumeIntensity",
     "export_nifti",
     "gzip_parallel",
@@ -45,7 +47,6 @@ __all__ = [
     "read_stored_volume",
 ]
 
-_HEADER_SIZE = 352  # 348-byte NIfTI-1 header + 4-byte "no extensions" flag
 _GZIP_BLOCK = 8 * 1024 * 1024
 # (k, j, i) → (i, j, k): the slices-first voxel axes expressed on the xyz ones
 _SLICES_FIRST = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], dtype=np.float64)
@@ -112,18 +113,44 @@ def export_nifti(
     layout: NiftiLayout = NiftiLayout.XYZ,
     compresslevel: int = 1,
     threads: int | None = None,
+    slices: SliceCompressor | None = None,
 ) -> tuple[bytes, NiftiVolume]:
-    """The series as ``.nii.gz`` bytes plus the record needed to map masks back."""
+    """The series as ``.nii.gz`` bytes plus the record needed to map masks back.
+
+    ``slices``, when given, holds each instance's pixels already compressed while the folder was
+    scanned; a raw xyz volume of single-frame instances is then assembled from those members.
+    """
     geometry = series.require_volume()
     frames = series.frames
     if is_colour(frames[0].instance):
         raise InvalidSeriesError(
             "colour volumes are not supported by the 3D path", series_instance_uid=series.series_instance_uid
         )
+    affine, shape = layout_affine(geometry, layout)
+    record = NiftiVolume(
+        series_instance_uid=series.series_instance_uid,
+        geometry=geometry,
+        frames=frames,
+        layout=layout,
+        affine=affine,
+        shape=shape,
+        intensity=intensity,
+        normalisation="raw",
+    )
+    rescale = uniform_rescale(frames)
+    with_qform = geometry.is_orthogonal(tolerance_degrees=0.05)
+    if slices is not None and intensity is VolumeIntensity.RAW and layout is NiftiLayout.XYZ and rescale:
+        members = slices.members(frames)
+        if members is not None:
+            dtype, blobs = members
+            header = nifti1_header(
+                dtype, shape, affine, with_qform=with_qform, slope=rescale[0], intercept=rescale[1]
+            )
+            return igzip.compress(header, min(compresslevel, 3), mtime=0) + b"".join(blobs), record
+
     stored = read_stored_volume(frames)
-    slope, intercept, voxels, description = 1.0, 0.0, stored, "raw"
+    slope, intercept, voxels = 1.0, 0.0, stored
     if intensity is VolumeIntensity.RAW:
-        rescale = uniform_rescale(frames)
         if rescale is not None and stored.dtype.itemsize <= 2:
             slope, intercept = rescale  # keep stored integers; readers apply scl_slope/scl_inter
         else:
@@ -135,22 +162,50 @@ def export_nifti(
             norm = Normalisation(NormalisationKind.PERCENTILE)  # a VOI LUT is a 2D display notion
         already_8bit = series.modality != "CT" and values.min() >= 0 and values.max() <= 255
         voxels = to_uint8(values if already_8bit else grey_to_unit_range(values, frames[0], norm))
-        description = "unchanged (already 0..255)" if already_8bit else norm.describe()
-    affine, shape = layout_affine(geometry, layout)
-    header = _header(voxels.dtype, shape, affine, geometry, slope, intercept)
+        record = replace(
+            record, normalisation="unchanged (already 0..255)" if already_8bit else norm.describe()
+        )
+    header = nifti1_header(
+        voxels.dtype, shape, affine, with_qform=with_qform, slope=slope, intercept=intercept
+    )
     body = voxels if layout is NiftiLayout.XYZ else np.ascontiguousarray(voxels.transpose(2, 1, 0))
     data = gzip_parallel([header, np.ascontiguousarray(body).data.cast("B")], compresslevel, threads)
-    record = NiftiVolume(
-        series_instance_uid=series.series_instance_uid,
-        geometry=geometry,
-        frames=frames,
-        layout=layout,
-        affine=affine,
-        shape=shape,
-        intensity=intensity,
-        normalisation=description,
-    )
     return data, record
+
+
+class SliceCompressor:
+    """Compresses single-frame instances' stored pixels in the background, one gzip member each.
+
+    Gzip members concatenate into one valid stream, so members made in any order can be joined in
+    slice order once the series is sorted. Started while a folder is scanned, the compression (C,
+    GIL released) runs beside the header parsing (Python) instead of after it.
+    """
+
+    def __init__(self, executor: Executor, compresslevel: int = 1) -> None:
+        self._executor = executor
+        self._level = min(max(compresslevel, 0), 3)
+        self._pending: dict[str, Future[tuple[np.dtype[Any], bytes]]] = {}
+
+    def submit(self, instance: Instance) -> None:
+        if instance.is_image and instance.number_of_frames == 1 and instance.samples_per_pixel == 1:
+            # Read here, compress there: the worker then runs C code only and never waits for the GIL
+            # that the scanning thread holds.
+            pixels = read_frames(instance)
+            self._pending[instance.sop_instance_uid] = self._executor.submit(self._compress, pixels)
+
+    def _compress(self, pixels: npt.NDArray[Any]) -> tuple[np.dtype[Any], bytes]:
+        return pixels.dtype, igzip.compress(pixels.data.cast("B"), self._level, mtime=0)
+
+    def members(self, frames: Sequence[Frame]) -> tuple[np.dtype[Any], list[bytes]] | None:
+        """The members in ``frames`` order, or None when any is missing or the dtypes differ."""
+        futures = [self._pending.get(f.sop_instance_uid) for f in frames]
+        if any(f is None for f in futures):
+            return None
+        results = [f.result() for f in futures if f is not None]
+        dtypes = {dtype for dtype, _ in results}
+        if len(dtypes) != 1 or next(iter(dtypes)).itemsize > 2:
+            return None
+        return dtypes.pop(), [blob for _, blob in results]
 
 
 def _modality_volume(stored: npt.NDArray[Any], frames: Sequence[Frame]) -> npt.NDArray[Any]:
@@ -160,31 +215,6 @@ def _modality_volume(stored: npt.NDArray[Any], frames: Sequence[Frame]) -> npt.N
     if np.array_equal(values, np.rint(values)) and values.min() >= -32768 and values.max() <= 32767:
         return values.astype(np.int16)
     return values
-
-
-def _header(
-    dtype: np.dtype[np.generic],
-    shape: tuple[int, int, int],
-    affine: npt.NDArray[np.float64],
-    geometry: VolumeGeometry,
-    slope: float,
-    intercept: float,
-) -> bytes:
-    header = nib.Nifti1Header()
-    header.set_data_dtype(dtype)
-    header.set_data_shape(shape)
-    header.set_xyzt_units("mm", "sec")
-    header.set_sform(affine, code="scanner")
-    if geometry.is_orthogonal(tolerance_degrees=0.05):
-        header.set_qform(affine, code="scanner")
-    else:
-        # a quaternion cannot hold a shear: leave the qform unset rather than approximate it
-        header.set_qform(None, code="unknown")
-    header.set_zooms(tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)))
-    header["scl_slope"] = slope
-    header["scl_inter"] = intercept
-    header["vox_offset"] = _HEADER_SIZE
-    return bytes(header.binaryblock) + b"\0\0\0\0"
 
 
 def gzip_parallel(

@@ -11,7 +11,7 @@ import io
 import logging
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -136,16 +136,27 @@ def iter_files(paths: Iterable[Path | str]) -> Iterator[Path]:
             raise FileNotFoundError(f"no such file or folder: {path}")
 
 
-def scan(paths: Iterable[Path | str], limits: ReadLimits | None = None) -> ScanResult:
-    """Read the headers of every file under ``paths``; bad files are skipped with the reason."""
+def scan(
+    paths: Iterable[Path | str],
+    limits: ReadLimits | None = None,
+    on_instance: Callable[[Instance], None] | None = None,
+) -> ScanResult:
+    """Read the headers of every file under ``paths``; bad files are skipped with the reason.
+
+    ``on_instance`` sees each good instance as soon as it is read (to start work on it early).
+    """
     instances: list[Instance] = []
     skipped: list[SkippedFile] = []
     for path in iter_files(paths):
         try:
-            instances.append(read_instance(path, limits))
+            instance = read_instance(path, limits)
         except DicomIOError as exc:
             logger.warning("skipping %s", exc)
             skipped.append(SkippedFile(path, exc.reason, exc))
+            continue
+        instances.append(instance)
+        if on_instance is not None:
+            on_instance(instance)
     return ScanResult(tuple(instances), tuple(skipped))
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -10,7 +11,15 @@ import pytest
 
 from dicom_io.errors import GeometryError, MaskError
 from dicom_io.intensity import Normalisation
-from dicom_io.nifti3d import NiftiLayout, NiftiVolume, VolumeIntensity, export_nifti, gzip_parallel
+from dicom_io.nifti3d import (
+    NiftiLayout,
+    NiftiVolume,
+    SliceCompressor,
+    VolumeIntensity,
+    export_nifti,
+    gzip_parallel,
+)
+from dicom_io.nifti_header import nifti1_header
 from dicom_io.nifti_masks import MaskEncoding, load_nifti, masks_from_nifti
 from dicom_io.reading import scan
 from dicom_io.series import Series, assemble
@@ -205,3 +214,32 @@ def test_wrong_grid_and_garbage_are_rejected(tmp_path: Path) -> None:
         masks_from_nifti(b"\x1f\x8b garbage", volume, 1)
     with pytest.raises(MaskError, match=r"outside 0\.\.2|cannot tell"):
         masks_from_nifti(_encode(truth * 7, volume.affine), volume, 2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_header_qform_and_sform_read_back_with_nibabel(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))  # any proper or improper rotation
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * rng.uniform(0.3, 3.0, 3)
+    affine[:3, 3] = rng.uniform(-200, 200, 3)
+    raw = nifti1_header(np.dtype(np.int16), (7, 5, 3), affine, with_qform=True, slope=2.0, intercept=-3.0)
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw))
+    np.testing.assert_allclose(header.get_sform(), affine, atol=1e-4)
+    np.testing.assert_allclose(header.get_qform(), affine, atol=1e-4)
+    assert header.get_data_shape() == (7, 5, 3)
+    assert header.get_data_dtype() == np.int16
+    assert header.get_slope_inter() == (2.0, -3.0)
+    assert header.get_xyzt_units() == ("mm", "sec")
+
+
+def test_slices_compressed_during_the_scan_give_the_same_volume(tmp_path: Path) -> None:
+    folder = tmp_path / "ct"
+    volume_phantom(orientation="sagittal", reverse_order=True, slices=9, seed=13).write(folder)
+    with ThreadPoolExecutor(2) as pool:
+        slices = SliceCompressor(pool)
+        (series,) = assemble(scan([folder], on_instance=slices.submit).instances)
+        streamed, _ = export_nifti(series, slices=slices)
+    plain, _ = export_nifti(series)
+    assert streamed != plain  # one gzip member per slice instead of large blocks...
+    assert gzip.decompress(streamed) == gzip.decompress(plain)  # ...holding the very same file
