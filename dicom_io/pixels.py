@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_voi_lut
-from pydicom.pixels.utils import pixel_array
+from pydicom.pixels.utils import iter_pixels
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from dicom_io.errors import UnsupportedPixelDataError
@@ -75,13 +75,7 @@ def _read_native(instance: Instance, wanted: list[int]) -> PixelArray | None:
             fh.seek(instance.pixel_data_offset + index * per_frame * out.itemsize)
             chunk = np.fromfile(fh, dtype=dtype, count=per_frame)
             if chunk.size != per_frame:
-                raise UnsupportedPixelDataError(
-                    f"pixel data ends early in frame {index}",
-                    transfer_syntax_uid=instance.transfer_syntax_uid,
-                    sop_instance_uid=instance.sop_instance_uid,
-                    series_instance_uid=instance.series_instance_uid,
-                    path=instance.path,
-                )
+                raise _undecodable(instance, f"pixel data ends early in frame {index}")
             out[n] = chunk.reshape(shape)
     return _mask_unused_bits(out, int(ds.get("BitsStored", instance.bits_allocated)), instance.bits_allocated)
 
@@ -99,23 +93,24 @@ def _mask_unused_bits(arr: PixelArray, bits_stored: int, bits_allocated: int) ->
 
 def _decode(instance: Instance, wanted: list[int]) -> PixelArray:
     try:
-        if instance.number_of_frames == 1:
-            frames = [pixel_array(_source(instance))]
-        else:
-            frames = [pixel_array(_source(instance), index=i) for i in wanted]
+        # one parse of the file; only the wanted frames are decoded
+        frames = list(iter_pixels(_source(instance), indices=wanted))
     except Exception as exc:  # decoders raise anything from RuntimeError to struct.error
-        raise UnsupportedPixelDataError(
-            f"cannot decode {instance.transfer_syntax_name} pixel data ({_one_line(exc)})",
-            transfer_syntax_uid=instance.transfer_syntax_uid,
-            sop_instance_uid=instance.sop_instance_uid,
-            series_instance_uid=instance.series_instance_uid,
-            path=instance.path,
+        description = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise _undecodable(
+            instance, f"cannot decode {instance.transfer_syntax_name} pixel data ({description})"
         ) from exc
     return np.stack(frames)
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
+def _undecodable(instance: Instance, reason: str) -> UnsupportedPixelDataError:
+    return UnsupportedPixelDataError(
+        reason,
+        transfer_syntax_uid=instance.transfer_syntax_uid,
+        sop_instance_uid=instance.sop_instance_uid,
+        series_instance_uid=instance.series_instance_uid,
+        path=instance.path,
+    )
 
 
 def _source(instance: Instance) -> pydicom.Dataset | str:
