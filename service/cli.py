@@ -7,6 +7,7 @@ HTTP stack and ``mip-gateway serve`` does not pay for what it does not use.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Reading headers allocates hundreds of thousands of small objects and almost no cycles; the
+    # default thresholds run the cycle collector thousands of times per study (~10-15% of a convert).
+    gc.set_threshold(100_000, 50, 100)
     import logging
 
     configure_logging(json=args.log_json, level=logging.DEBUG if args.verbose else logging.INFO)
@@ -73,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import importlib
 
     handler = getattr(importlib.import_module(module_name), function_name)
-    return int(handler(args))
+    status = int(handler(args))
+    # The headers read form reference cycles; the collection at interpreter exit would walk all of
+    # them (~0.2 s for a CT) only to free memory the OS takes back anyway. Files are already synced.
+    gc.freeze()
+    return status
 
 
 if __name__ == "__main__":
