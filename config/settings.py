@@ -1,0 +1,130 @@
+"""The gateway's settings: one pydantic-settings model, env (``MIPGW_…``, ``__`` for nesting) over an
+optional YAML file over defaults. Secrets come only from the environment or from secret files.
+
+Nothing reads settings at import time: call :func:`get_settings` at an entry point and pass what is
+needed down explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+__all__ = ["EndpointSettings", "Settings", "get_settings"]
+
+
+class EndpointSettings(BaseModel):
+    """One segmentation endpoint (an Azure ML / Foundry online endpoint, or the mock)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrl = Field(
+        description="full scoring URL, e.g. https://<name>.<region>.inference.ml.azure.com/score"
+    )
+    model: Literal["2d", "3d"]
+    model_name: str = "MedImageParse"
+    model_version: str = "unknown"
+    key: SecretStr | None = Field(default=None, description="endpoint key (prefer key_file or the env)")
+    key_file: Path | None = Field(
+        default=None, description="file holding the endpoint key (a mounted secret)"
+    )
+    deployment: str | None = Field(
+        default=None, description="azureml-model-deployment header, pins a deployment"
+    )
+    entra: bool = Field(default=False, description="authenticate with a Microsoft Entra token (extra: azure)")
+    entra_scope: str = "https://ml.azure.com/.default"
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    # The platform cuts requests at 180 s; 3D volumes need most of it.
+    read_timeout_s: float | None = Field(
+        default=None, gt=0, description="default: 120 s for 2D, 180 s for 3D"
+    )
+    max_attempts: int = Field(default=6, ge=1, le=20)
+    backoff_initial_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    max_images_per_request: int = Field(default=16, ge=1, le=256)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    max_in_flight: int = Field(default=2, ge=1, le=64, description="concurrent requests per worker process")
+    breaker_threshold: int = Field(
+        default=8, ge=1, description="consecutive failed attempts that open the circuit"
+    )
+    breaker_cooldown_s: float = Field(default=30.0, ge=0)
+    fallback: str | None = Field(default=None, description="endpoint to use when this one is unavailable")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_in_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(name.lower() == "authorization" for name in value):
+            raise ValueError("put credentials in key, key_file or entra, not in headers")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> EndpointSettings:
+        if sum((self.key is not None, self.key_file is not None, self.entra)) > 1:
+            raise ValueError("choose one of key, key_file and entra")
+        return self
+
+    @property
+    def read_timeout(self) -> float:
+        return self.read_timeout_s or (120.0 if self.model == "2d" else 180.0)
+
+    def api_key(self) -> str | None:
+        """The key, read from its secret file when one is configured (so a rotated key is picked up)."""
+        if self.key_file is not None:
+            return self.key_file.read_text(encoding="utf-8").strip() or None
+        return self.key.get_secret_value() if self.key is not None else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MIPGW_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        secrets_dir=os.environ.get("MIPGW_SECRETS_DIR") or None,
+    )
+
+    data_dir: Path = Path("/var/lib/mip-gateway")
+    endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fallbacks_exist(self) -> Settings:
+        for name, endpoint in self.endpoints.items():
+            if endpoint.fallback is not None:
+                if endpoint.fallback not in self.endpoints:
+                    raise ValueError(f"endpoint {name!r}: fallback {endpoint.fallback!r} is not configured")
+                if self.endpoints[endpoint.fallback].model != endpoint.model:
+                    raise ValueError(
+                        f"endpoint {name!r}: fallback {endpoint.fallback!r} serves another model"
+                    )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get("MIPGW_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, file_secret_settings]
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+
+@lru_cache(maxsize=1)
+def get_settings(**overrides: Any) -> Settings:
+    """The process's settings, read once (env over ``$MIPGW_CONFIG`` YAML over defaults)."""
+    return Settings(**overrides)
