@@ -62,6 +62,25 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--slices", type=int, default=48, help="number of slices (default 48)")
     sample.add_argument("--seed", type=int, default=1)
     sample.set_defaults(handler="service.commands.sample:run_sample")
+
+    mock = sub.add_parser(
+        "mock-endpoint",
+        help="serve a stand-in segmentation endpoint (NOT A MODEL: thresholding, for tests and demos)",
+    )
+    mock.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    mock.add_argument(
+        "--port", type=int, default=8765, help="port (default 8765; 0 = any free port, printed on stdout)"
+    )
+    mock.add_argument(
+        "--key", help="require 'Authorization: Bearer KEY' on /score (default: $MIPGW_MOCK_KEY, else open)"
+    )
+    mock.add_argument("--latency-ms", type=int, metavar="N", help="added delay per request")
+    mock.add_argument(
+        "--fault",
+        metavar="SPEC",
+        help="fault injection, e.g. 'fail-first=3;status=503;retry-after=1' (see service/mock/faults.py)",
+    )
+    mock.set_defaults(handler="service.mock_endpoint:run_mock_endpoint")
     return parser
 
 
