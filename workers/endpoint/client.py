@@ -119,12 +119,15 @@ class EndpointClient:
         """``(key, prediction)`` for every image, in input order, streamed batch by batch."""
         context = context or JobContext()
         pending: deque[tuple[list[ImageRequest], Future[list[Prediction2D]]]] = deque()
-        pool = ThreadPoolExecutor(self.settings.max_in_flight, thread_name_prefix=f"mipgw-{self.name}")
+        limit = self.settings.max_in_flight
+        # One worker more than the endpoint's slots encodes or decodes while the others wait on HTTP
+        # (the gate holds requests in flight to the limit), and batches that finished behind a slow
+        # head of the queue wait in `pending`: the endpoint is never left idle, memory stays bounded.
+        pool = ThreadPoolExecutor(limit + 1, thread_name_prefix=f"mipgw-{self.name}")
         try:
             for batch in self._batches(images):
                 pending.append((batch, pool.submit(self._score_batch, batch, context)))
-                # one batch being prepared while max_in_flight are out: memory stays bounded
-                while len(pending) > self.settings.max_in_flight:
+                while len(pending) > 2 * limit:
                     yield from _ready(pending.popleft())
             while pending:
                 yield from _ready(pending.popleft())

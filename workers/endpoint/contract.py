@@ -17,7 +17,6 @@ Pure functions: bytes and arrays in, values out.
 from __future__ import annotations
 
 import ast
-import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+import pybase64
 
 from workers.errors import PromptError
 
@@ -98,7 +98,7 @@ def split_prompts(text: str) -> tuple[str, ...]:
 
 def encode_request(rows: Sequence[Row]) -> bytes:
     """The JSON body for these rows (index 0..n-1; the 3D endpoint takes exactly one row)."""
-    data = [[base64.b64encode(row.image).decode("ascii"), join_prompts(row.prompts)] for row in rows]
+    data = [[pybase64.b64encode(row.image).decode("ascii"), join_prompts(row.prompts)] for row in rows]
     body = {"input_data": {"columns": ["image", "text"], "index": list(range(len(rows))), "data": data}}
     return json.dumps(body, separators=(",", ":")).encode("ascii")
 
@@ -125,7 +125,7 @@ def decode_request(body: Any) -> list[Row]:
 def encode_2d_item(masks: npt.NDArray[np.uint8], categories: Sequence[str]) -> dict[str, Any]:
     """Server side: one response item, as the endpoint writes it."""
     features = {
-        "data": base64.b64encode(np.ascontiguousarray(masks).tobytes()).decode("ascii"),
+        "data": pybase64.b64encode(np.ascontiguousarray(masks).tobytes()).decode("ascii"),
         "shape": list(masks.shape),
         "dtype": str(masks.dtype),
     }
@@ -165,7 +165,7 @@ def _decode_2d_item(item: Any, n: int, expected: int) -> Prediction2D:
 
 def encode_3d_response(nifti: bytes) -> list[dict[str, str]]:
     """Server side: the 3D answer, a stringified JSON around base64 .nii.gz bytes."""
-    return [{"nifti_file": json.dumps({"data": base64.b64encode(nifti).decode("ascii")})}]
+    return [{"nifti_file": json.dumps({"data": pybase64.b64encode(nifti).decode("ascii")})}]
 
 
 def decode_3d_response(body: Any) -> bytes:
@@ -199,10 +199,10 @@ def _b64(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise ContractError(f"{what} is not a base64 string")
     try:
-        return base64.b64decode(value, validate=True)
+        return pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         pass
     try:  # MIME-style base64 (a newline every 76 characters, as the notebooks send) is valid too
-        return base64.b64decode("".join(value.split()), validate=True)
+        return pybase64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ContractError(f"{what} is not valid base64") from exc
