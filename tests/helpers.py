@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from dicom_io.reading import scan
+from dicom_io.series import Series, assemble
+from dicom_io.testing.scene import ImagePhantom, Phantom
+
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
 
 
@@ -24,3 +28,10 @@ def dciodvfy_errors(path: Path) -> list[str]:
     tool = require_tool("dciodvfy")
     proc = subprocess.run([tool, str(path)], capture_output=True, text=True, check=False)
     return [line for line in (proc.stderr + proc.stdout).splitlines() if line.startswith("Error")]
+
+
+def written_series(phantom: Phantom | ImagePhantom, folder: Path) -> Series:
+    """Write a generated series to ``folder`` and read it back as the one series it is."""
+    phantom.write(folder)
+    (series,) = assemble(scan([folder]).instances)
+    return series

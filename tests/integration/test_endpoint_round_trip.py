@@ -19,11 +19,11 @@ from dicom_io.intensity import Normalisation
 from dicom_io.nifti3d import NiftiLayout, VolumeIntensity, export_nifti
 from dicom_io.nifti_masks import masks_from_nifti
 from dicom_io.png2d import probability_to_masks
-from dicom_io.reading import scan
-from dicom_io.series import Series, assemble
+from dicom_io.series import Series
 from dicom_io.testing.phantoms import volume_phantom
 from dicom_io.testing.scene import Phantom
 from service.mock_endpoint import MockEndpointServer
+from tests.helpers import written_series
 from workers.endpoint.client import EndpointClient, ImageRequest
 
 pytestmark = pytest.mark.integration
@@ -46,12 +46,6 @@ def _liver_alone(orientation: str) -> Phantom:
         stored[~phantom.truth_mask(index, label="liver")] = air
         ds.PixelData = stored.tobytes()
     return phantom
-
-
-def _series(phantom: Phantom, folder: Path) -> Series:
-    phantom.write(folder)
-    (series,) = assemble(scan([folder]).instances)
-    return series
 
 
 def _client(mock: MockEndpointServer, model: str) -> EndpointClient:
@@ -77,7 +71,7 @@ def _points(phantom: Phantom, series: Series, masks: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("orientation", ORIENTATIONS)
 def test_2d_round_trip_lands_on_the_liver(tmp_path: Path, mock: MockEndpointServer, orientation: str) -> None:
     phantom = _liver_alone(orientation)
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     images = list(iter_model_images(series, Normalisation.named_window("liver", "2d")))
     requests = (ImageRequest(k, image.png, ("liver",)) for k, image in enumerate(images))
     with _client(mock, "2d") as client:
@@ -104,7 +98,7 @@ def test_3d_round_trip_lands_on_the_liver(
     tmp_path: Path, mock: MockEndpointServer, orientation: str, layout: NiftiLayout, fault: str | None
 ) -> None:
     phantom = _liver_alone(orientation)
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     nifti, volume = export_nifti(series, intensity=VolumeIntensity.UINT8, layout=layout)
     settings = EndpointSettings(
         url=mock.score_url, model="3d", headers={"X-Mock-Fault": fault} if fault else {}

@@ -24,12 +24,11 @@ from dicom_io.intensity import Normalisation
 from dicom_io.nifti3d import NiftiLayout, VolumeIntensity, export_nifti
 from dicom_io.nifti_masks import load_nifti, masks_from_nifti
 from dicom_io.png2d import probability_to_masks
-from dicom_io.reading import scan
 from dicom_io.seg import AlgorithmInfo, SegmentRequest, SegOptions, build_seg
-from dicom_io.series import Series, assemble
+from dicom_io.series import Series
 from dicom_io.testing.phantoms import volume_phantom
 from dicom_io.testing.scene import Phantom
-from tests.helpers import dciodvfy_errors
+from tests.helpers import dciodvfy_errors, written_series
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +49,6 @@ def _with_calibration_rod(phantom: Phantom) -> Phantom:
         pixels[0, 0] = round((1000 - float(ds.RescaleIntercept)) / float(ds.RescaleSlope))
         ds.PixelData = pixels.tobytes()
     return phantom
-
-
-def _series(phantom: Phantom, folder: Path) -> Series:
-    phantom.write(folder)
-    (series,) = assemble(scan([folder]).instances)
-    return series
 
 
 def _seg(series: Series, masks: np.ndarray, folder: Path) -> pydicom.Dataset:
@@ -120,7 +113,7 @@ def test_png_path_lands_on_the_object(tmp_path: Path, orientation: str) -> None:
     phantom = _with_calibration_rod(
         volume_phantom(orientation=orientation, reverse_order=True, slices=14, rows=60, columns=44, seed=4)
     )
-    series = _series(phantom, tmp_path / "dicom")
+    series = written_series(phantom, tmp_path / "dicom")
     masks = []
     for image in iter_model_images(series, Normalisation.named_window("abdomen", "2d")):
         sent = cv2.imdecode(np.frombuffer(image.png, np.uint8), cv2.IMREAD_UNCHANGED)[..., 0]
@@ -136,7 +129,7 @@ def test_nifti_path_lands_on_the_object(tmp_path: Path, orientation: str, layout
     phantom = volume_phantom(
         orientation=orientation, reverse_order=True, slices=14, rows=60, columns=44, seed=4
     )
-    series = _series(phantom, tmp_path / "dicom")
+    series = written_series(phantom, tmp_path / "dicom")
     data, volume = export_nifti(
         series,
         intensity=VolumeIntensity.UINT8,
@@ -157,7 +150,7 @@ def test_nifti_path_lands_on_the_object(tmp_path: Path, orientation: str, layout
 
 def test_gantry_tilted_nifti_path_lands_on_the_object(tmp_path: Path) -> None:
     phantom = volume_phantom(gantry_tilt_deg=15.0, slices=14, rows=60, columns=44, seed=4)
-    series = _series(phantom, tmp_path / "dicom")
+    series = written_series(phantom, tmp_path / "dicom")
     data, volume = export_nifti(series, intensity=VolumeIntensity.UINT8)
     voxels = np.asarray(load_nifti(data).dataobj)
     labels = ((voxels >= LIVER_3D[0]) & (voxels <= LIVER_3D[1])).astype(np.uint8)

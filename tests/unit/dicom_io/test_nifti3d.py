@@ -25,14 +25,9 @@ from dicom_io.reading import scan
 from dicom_io.series import Series, assemble
 from dicom_io.testing.phantoms import volume_phantom
 from dicom_io.testing.scene import Phantom
+from tests.helpers import written_series
 
 ORIENTATIONS = ["axial", "sagittal", "coronal", "oblique"]
-
-
-def _series(phantom: Phantom, folder: Path) -> Series:
-    phantom.write(folder)
-    (series,) = assemble(scan([folder]).instances)
-    return series
 
 
 def _hu(phantom: Phantom, series: Series) -> np.ndarray:
@@ -57,7 +52,7 @@ def test_affine_maps_every_voxel_to_its_patient_position(
     tmp_path: Path, orientation: str, layout: NiftiLayout
 ) -> None:
     phantom = volume_phantom(orientation=orientation, reverse_order=True, slices=9, seed=11)
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     data, volume = export_nifti(series, layout=layout)
     image = load_nifti(data)
     index = {ds.SOPInstanceUID: i for i, ds in enumerate(phantom.datasets)}
@@ -80,7 +75,7 @@ def test_affine_maps_every_voxel_to_its_patient_position(
 
 def test_header_carries_no_patient_data_and_raw_integers_with_scaling(tmp_path: Path) -> None:
     phantom = volume_phantom(slices=4, patient_name="DOE^JANE", patient_id="MRN123")
-    data, _ = export_nifti(_series(phantom, tmp_path))
+    data, _ = export_nifti(written_series(phantom, tmp_path))
     header = load_nifti(data).header
     for field in ("descrip", "aux_file", "db_name", "intent_name"):
         assert header[field].item() == b""
@@ -94,7 +89,7 @@ def test_header_carries_no_patient_data_and_raw_integers_with_scaling(tmp_path: 
 
 def test_uint8_mode_windows_with_the_3d_preset(tmp_path: Path) -> None:
     phantom = volume_phantom(slices=5)
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     data, volume = export_nifti(
         series, intensity=VolumeIntensity.UINT8, normalisation=Normalisation.named_window("soft_tissue", "3d")
     )
@@ -109,7 +104,7 @@ def test_uint8_mode_windows_with_the_3d_preset(tmp_path: Path) -> None:
 
 def test_tilted_stack_keeps_its_shear_in_the_sform_only(tmp_path: Path) -> None:
     phantom = volume_phantom(gantry_tilt_deg=20.0, slices=6)
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     image = load_nifti(export_nifti(series)[0])
     assert int(image.header["qform_code"]) == 0
     assert int(image.header["sform_code"]) == 1
@@ -121,7 +116,7 @@ def test_tilted_stack_keeps_its_shear_in_the_sform_only(tmp_path: Path) -> None:
 
 
 def test_gap_series_refused_with_the_reason(tmp_path: Path) -> None:
-    series = _series(volume_phantom(missing_slices=[3], slices=8), tmp_path)
+    series = written_series(volume_phantom(missing_slices=[3], slices=8), tmp_path)
     with pytest.raises(GeometryError, match="missing"):
         export_nifti(series)
 
@@ -139,7 +134,7 @@ def _volume(
     tmp_path: Path, orientation: str = "oblique", layout: NiftiLayout = NiftiLayout.XYZ
 ) -> tuple[Phantom, Series, NiftiVolume]:
     phantom = volume_phantom(orientation=orientation, slices=10, reverse_order=True, seed=21)
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     return phantom, series, export_nifti(series, layout=layout)[1]
 
 

@@ -11,13 +11,7 @@ from dicom_io.geometry import Plane
 from dicom_io.reading import scan
 from dicom_io.series import ProblemCode, Series, SeriesKind, Severity, assemble
 from dicom_io.testing.phantoms import volume_phantom
-from dicom_io.testing.scene import Phantom
-
-
-def _series(phantom: Phantom, folder: Path) -> Series:
-    phantom.write(folder)
-    (series,) = assemble(scan([folder]).instances)
-    return series
+from tests.helpers import written_series
 
 
 def _codes(series: Series) -> set[ProblemCode]:
@@ -30,7 +24,7 @@ def test_volume_is_ordered_by_position_and_its_affine_hits_every_pixel(
     tmp_path: Path, orientation: str, reverse_order: bool
 ) -> None:
     phantom = volume_phantom(orientation=orientation, reverse_order=reverse_order, slices=12, seed=5)
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     assert series.kind is SeriesKind.VOLUME
     assert series.problems == ()
     geometry = series.require_volume()
@@ -54,19 +48,19 @@ def test_volume_is_ordered_by_position_and_its_affine_hits_every_pixel(
     [("axial", Plane.AXIAL), ("sagittal", Plane.SAGITTAL), ("coronal", Plane.CORONAL)],
 )
 def test_plane_labels(tmp_path: Path, orientation: str, plane: Plane) -> None:
-    assert _series(volume_phantom(orientation=orientation, slices=3), tmp_path).plane is plane
+    assert written_series(volume_phantom(orientation=orientation, slices=3), tmp_path).plane is plane
 
 
 def test_strongly_oblique_plane(tmp_path: Path) -> None:
     phantom = volume_phantom(slices=3)
     for ds in phantom.datasets:
         ds.ImageOrientationPatient = [0.7071068, 0.7071068, 0, 0, 0, -1]
-    assert _series(phantom, tmp_path).plane is Plane.OBLIQUE
+    assert written_series(phantom, tmp_path).plane is Plane.OBLIQUE
 
 
 def test_enhanced_multiframe_is_a_volume_of_its_frames(tmp_path: Path) -> None:
     phantom = volume_phantom(enhanced=True, orientation="coronal", reverse_order=True, slices=10)
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     assert series.kind is SeriesKind.VOLUME
     assert len(series.instances) == 1
     assert len(series.frames) == 10
@@ -77,7 +71,7 @@ def test_enhanced_multiframe_is_a_volume_of_its_frames(tmp_path: Path) -> None:
 
 
 def test_gantry_tilt_is_a_sheared_volume_with_a_warning(tmp_path: Path) -> None:
-    series = _series(volume_phantom(gantry_tilt_deg=12.0, slices=8), tmp_path)
+    series = written_series(volume_phantom(gantry_tilt_deg=12.0, slices=8), tmp_path)
     assert series.kind is SeriesKind.VOLUME
     (problem,) = series.problems
     assert problem.code is ProblemCode.GANTRY_TILT
@@ -86,7 +80,7 @@ def test_gantry_tilt_is_a_sheared_volume_with_a_warning(tmp_path: Path) -> None:
 
 
 def test_missing_slices_block_the_volume_and_say_where(tmp_path: Path) -> None:
-    series = _series(volume_phantom(missing_slices=[4, 5], slices=12), tmp_path)
+    series = written_series(volume_phantom(missing_slices=[4, 5], slices=12), tmp_path)
     assert series.kind is SeriesKind.IMAGES
     assert ProblemCode.MISSING_SLICES in _codes(series)
     with pytest.raises(GeometryError, match=r"2 slice\(s\) missing") as err:
@@ -100,7 +94,7 @@ def test_irregular_spacing(tmp_path: Path) -> None:
     ds.ImagePositionPatient = [float(v) for v in ds.ImagePositionPatient[:2]] + [
         ds.ImagePositionPatient[2] + 0.6
     ]
-    assert ProblemCode.IRREGULAR_SPACING in _codes(_series(phantom, tmp_path))
+    assert ProblemCode.IRREGULAR_SPACING in _codes(written_series(phantom, tmp_path))
 
 
 def test_duplicates_are_dropped_with_a_warning(tmp_path: Path) -> None:
@@ -128,7 +122,7 @@ def test_mixed_sizes_and_orientations_fall_back_to_images(tmp_path: Path) -> Non
 
     rotated = volume_phantom(slices=4, seed=2)
     rotated.datasets[1].ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-    assert ProblemCode.MIXED_ORIENTATIONS in _codes(_series(rotated, tmp_path / "c"))
+    assert ProblemCode.MIXED_ORIENTATIONS in _codes(written_series(rotated, tmp_path / "c"))
 
 
 def test_repeated_positions_are_4d(tmp_path: Path) -> None:
@@ -151,7 +145,7 @@ def test_missing_or_nan_geometry_is_reported(tmp_path: Path) -> None:
     phantom = volume_phantom(slices=3)
     del phantom.datasets[0].ImagePositionPatient
     phantom.datasets[1].PixelSpacing = ["nan", "0.7"]
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     assert series.kind is SeriesKind.IMAGES
     assert ProblemCode.MISSING_GEOMETRY in _codes(series)
     with pytest.raises(GeometryError, match="lack position"):
@@ -159,7 +153,7 @@ def test_missing_or_nan_geometry_is_reported(tmp_path: Path) -> None:
 
 
 def test_single_slice_is_an_image(tmp_path: Path) -> None:
-    series = _series(volume_phantom(slices=1), tmp_path)
+    series = written_series(volume_phantom(slices=1), tmp_path)
     assert series.kind is SeriesKind.IMAGES
     assert ProblemCode.TOO_FEW_SLICES in _codes(series)
 
@@ -169,7 +163,7 @@ def test_non_image_series_is_never_processed(tmp_path: Path) -> None:
     for ds in phantom.datasets:
         ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"  # Enhanced SR
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    series = _series(phantom, tmp_path)
+    series = written_series(phantom, tmp_path)
     assert series.kind is SeriesKind.NON_IMAGE
     assert series.frames == ()
     assert "structured report" in series.problems[0].message
