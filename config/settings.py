@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -20,7 +20,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["EndpointSettings", "Settings", "get_settings"]
+__all__ = [
+    "Destination",
+    "DicomNode",
+    "DicomWebNode",
+    "EndpointSettings",
+    "Settings",
+    "WebhookSettings",
+    "get_settings",
+]
 
 
 class EndpointSettings(BaseModel):
@@ -85,6 +93,63 @@ class EndpointSettings(BaseModel):
         return self.key.get_secret_value() if self.key is not None else None
 
 
+class DicomNode(BaseModel):
+    """A DICOM peer reached by C-STORE (a PACS, a viewer, a router)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["dicom"] = "dicom"
+    ae_title: str = Field(min_length=1, max_length=16, pattern=r"^[ -~]*[!-~][ -~]*$")
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae_title: str | None = Field(
+        default=None, max_length=16, description="default: the gateway's AE title"
+    )
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_initial_s: float = Field(default=5.0, ge=0)
+    backoff_max_s: float = Field(default=600.0, ge=0)
+
+
+class DicomWebNode(BaseModel):
+    """A DICOMweb server reached by STOW-RS (``{url}/studies``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["dicomweb"] = "dicomweb"
+    url: HttpUrl = Field(description="the DICOMweb root, e.g. http://pacs:8042/dicom-web")
+    token: SecretStr | None = Field(default=None, description="bearer token")
+    token_file: Path | None = None
+    username: str | None = Field(default=None, description="basic auth")
+    password: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_initial_s: float = Field(default=5.0, ge=0)
+    backoff_max_s: float = Field(default=600.0, ge=0)
+
+
+Destination = Annotated[DicomNode | DicomWebNode, Field(discriminator="kind")]
+
+
+WebhookEvent = Literal["done", "no_findings", "failed", "rejected", "delivery_failed"]
+
+
+class WebhookSettings(BaseModel):
+    """POSTs the job's result JSON on done / failed, signed with HMAC-SHA256 (X-Mipgw-Signature)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrl
+    secret: SecretStr | None = None
+    events: tuple[WebhookEvent, ...] = ("done", "failed")
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MIPGW_",
@@ -94,7 +159,16 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("/var/lib/mip-gateway")
+    ae_title: str = Field(default="MIPGW", min_length=1, max_length=16)
+    # Redis in production (redis://host:6379/0); unset: a durable SQLite broker under data_dir
+    broker_url: str | None = None
+    # PostgreSQL in production (postgresql+psycopg://...); unset: SQLite (WAL) under data_dir
+    database_url: str | None = None
+    rules_file: Path | None = Field(default=None, description="default: the packaged config/rules.yaml")
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
+    destinations: dict[str, Destination] = Field(default_factory=dict)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    retention_days: float = Field(default=7.0, ge=0, description="received studies and SEGs kept this long")
 
     @model_validator(mode="after")
     def _fallbacks_exist(self) -> Settings:
