@@ -16,7 +16,7 @@ from dicom_io.intensity import Normalisation
 from dicom_io.reading import scan
 from dicom_io.series import Series, SeriesKind, assemble
 from dicom_io.windows import ModelKind
-from service.atomic import atomic_write_bytes, publish_directory, staging_directory
+from workers.storage import atomic_write_bytes, publish_directory, staging_directory
 
 if TYPE_CHECKING:  # imported when used: the PNG path should not pay for the NIfTI one, and back
     from dicom_io.nifti3d import SliceCompressor

@@ -1,0 +1,126 @@
+"""The data directory every process shares: received instances, work files, SEGs, the embedded databases.
+
+    <data>/incoming/<study UID>/<series UID>/<SOP UID>.dcm   received instances (listener, STOW, pulls)
+    <data>/work/<job id>/...                                  a job's intermediates, removed at its end
+    <data>/seg/<study UID>/<SEG series UID>/<SOP UID>.dcm     SEGs, kept for delivery and its retries
+    <data>/mipgw.sqlite3, <data>/broker.sqlite3               embedded job store and broker
+
+Tasks carry paths *relative* to the data directory, so workers on other machines that mount the same
+volume find the same files. Every file appears whole or not at all (temp file in the same folder,
+fsync, rename): a reader on another node never sees half a SEG. UIDs are checked against the UID
+grammar before they touch a path, so nothing from a DICOM header can climb out of the tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicom_io.uids import is_valid_uid
+
+__all__ = ["DataDir", "atomic_write_bytes", "publish_directory", "staging_directory"]
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def staging_directory(final: Path) -> Path:
+    """A hidden sibling of ``final`` to fill before :func:`publish_directory` swaps it in."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+
+
+def publish_directory(staging: Path, final: Path) -> None:
+    """Replace ``final`` by ``staging`` (a reader sees the old folder or the new one, never half)."""
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def _uid(value: str, what: str) -> str:
+    if not is_valid_uid(value):
+        raise ValueError(f"{what} {value!r} is not a valid DICOM UID")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DataDir:
+    root: Path
+
+    def resolve(self, relative: str | Path) -> Path:
+        """The absolute path of a task's relative path, refusing anything outside the data directory."""
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"{relative} lies outside the data directory")
+        return path
+
+    def relative(self, path: Path) -> str:
+        return str(path.resolve().relative_to(self.root.resolve()))
+
+    def incoming_series(self, study_uid: str, series_uid: str) -> Path:
+        return (
+            self.root
+            / "incoming"
+            / _uid(study_uid, "StudyInstanceUID")
+            / _uid(series_uid, "SeriesInstanceUID")
+        )
+
+    def incoming_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        return self.incoming_series(study_uid, series_uid) / f"{_uid(sop_uid, 'SOPInstanceUID')}.dcm"
+
+    def work(self, job_id: str) -> Path:
+        if not job_id or not all(c.isalnum() or c == "-" for c in job_id):
+            raise ValueError(f"job id {job_id!r} is not a plain identifier")
+        return self.root / "work" / job_id
+
+    def seg(self, study_uid: str, seg_series_uid: str, seg_sop_uid: str) -> Path:
+        return (
+            self.root
+            / "seg"
+            / _uid(study_uid, "StudyInstanceUID")
+            / _uid(seg_series_uid, "SEG SeriesInstanceUID")
+            / f"{_uid(seg_sop_uid, 'SEG SOPInstanceUID')}.dcm"
+        )
+
+    def database_path(self, name: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.root / name
+
+    def remove_work(self, job_id: str) -> None:
+        shutil.rmtree(self.work(job_id), ignore_errors=True)
+
+    def expire(self, older_than_days: float, *, now: float | None = None) -> int:
+        """Delete received series and SEG series folders untouched for longer than the retention."""
+        cutoff = (time.time() if now is None else now) - older_than_days * 86400
+        removed = 0
+        for area in ("incoming", "seg"):
+            for study in (self.root / area).glob("*"):
+                for series in study.glob("*"):
+                    if series.is_dir() and series.stat().st_mtime < cutoff:
+                        shutil.rmtree(series, ignore_errors=True)
+                        removed += 1
+                if study.is_dir() and not any(study.iterdir()):
+                    study.rmdir()
+        return removed
