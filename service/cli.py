@@ -81,6 +81,33 @@ def _parser() -> argparse.ArgumentParser:
         help="fault injection, e.g. 'fail-first=3;status=503;retry-after=1' (see service/mock/faults.py)",
     )
     mock.set_defaults(handler="service.mock_endpoint:run_mock_endpoint")
+
+    rules_parser = sub.add_parser(
+        "rules", help="check a rules file, or see which rules fire for DICOM series"
+    )
+    rules_sub = rules_parser.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    rules_check = rules_sub.add_parser(
+        "check", help="validate a rules file; every problem with its line (exit 1 when there are any)"
+    )
+    rules_check.add_argument(
+        "file", nargs="?", metavar="FILE", help="default: the settings' rules_file, else the packaged rules"
+    )
+    rules_check.add_argument(
+        "--no-settings", action="store_true", help="skip checking endpoint and destination names"
+    )
+    rules_check.set_defaults(handler="service.commands.rules:run_check")
+    rules_test = rules_sub.add_parser(
+        "test", help="per series: which rules fire, why the others do not, and what would be sent"
+    )
+    rules_test.add_argument(
+        "paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)"
+    )
+    rules_test.add_argument("--rules", metavar="FILE", help="rules file (default as for 'rules check')")
+    rules_test.add_argument(
+        "--route", choices=["dimse", "stow", "api", "cli"], default="dimse", help="how the series came in"
+    )
+    rules_test.add_argument("--calling-ae", metavar="AE", help="the sender's AE title (DIMSE)")
+    rules_test.set_defaults(handler="service.commands.rules:run_test")
     return parser
 
 
