@@ -91,7 +91,7 @@ def test_batches_in_order_with_keys() -> None:
     recorder = Recorder()
     with _client(recorder, max_images_per_request=16) as client:
         results = list(client.predict_2d(_images(40)))
-    assert recorder.rows_per_request() == [16, 16, 8]
+    assert sorted(recorder.rows_per_request()) == [8, 16, 16]  # batches go out concurrently
     assert [key for key, _ in results] == list(range(40))
     for key, prediction in results:
         assert prediction.masks.shape == (1, 1024, 1024)
