@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     destinations: dict[str, Destination] = Field(default_factory=dict)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     retention_days: float = Field(default=7.0, ge=0, description="received studies and SEGs kept this long")
+    # a task not acknowledged within this time is handed to another worker (Redis); keep it far above
+    # the longest job. The sweeper also re-queues jobs idle this long (the SQLite broker forgets).
+    visibility_timeout_s: float = Field(default=6 * 3600.0, ge=10)
+    job_retries: int = Field(default=8, ge=0, description="retries of a job the endpoint keeps refusing")
 
     @model_validator(mode="after")
     def _fallbacks_exist(self) -> Settings:

@@ -108,6 +108,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     rules_test.add_argument("--calling-ae", metavar="AE", help="the sender's AE title (DIMSE)")
     rules_test.set_defaults(handler="service.commands.rules:run_test")
+
+    run = sub.add_parser(
+        "run", help="the whole pipeline in this process, no broker: SEGs and report.json into --out"
+    )
+    run.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
+    run.add_argument("--out", default="mipgw-out", metavar="DIR", help="where SEGs and report.json go")
+    run.add_argument("--rules", metavar="FILE", help="rules file (default: the configured or packaged one)")
+    run.add_argument("--endpoint", metavar="NAME|URL", help="a configured endpoint, or a scoring URL for all")
+    run.add_argument("--endpoint-key", metavar="KEY", help="bearer key for --endpoint URL")
+    run.add_argument("--demo", action="store_true", help="use the mock endpoint (not a model), in-process")
+    run.add_argument("--send", action="store_true", help="also deliver the SEGs to the rules' destinations")
+    run.add_argument("--model", choices=["2d", "3d"], help="ad-hoc: the model for --prompt, bypassing rules")
+    run.add_argument("--prompt", action="append", metavar="TEXT", help="ad-hoc: a target to segment (repeat)")
+    run.add_argument("--window", metavar="NAME", help="ad-hoc: window preset, percentile or voi")
+    run.set_defaults(handler="service.commands.run:run_pipeline")
+
+    worker = sub.add_parser("worker", help="a Celery worker: inference and/or delivery queues")
+    worker.add_argument(
+        "--queues", choices=["all", "inference", "delivery"], default="all", help="which queues to consume"
+    )
+    worker.add_argument("--concurrency", type=int, default=1, help="worker processes (default 1)")
+    worker.add_argument("--name", help="worker node name (default: mipgw@<host>)")
+    worker.set_defaults(handler="service.commands.worker:run_worker")
     return parser
 
 

@@ -46,4 +46,7 @@ def _quiet_pydicom(record: logging.LogRecord) -> bool:
     # pydicom logs every oddity it reads past, and decoder failures with tracebacks; dicom_io turns
     # what matters into errors that name the instance. (A filter, because importing pydicom resets
     # its logger's level, and commands import it after logging is configured.)
-    return not record.name.startswith("pydicom") or record.levelno >= logging.CRITICAL
+    if record.name.startswith("pydicom"):
+        return record.levelno >= logging.CRITICAL
+    # highdicom narrates every module it copies at INFO
+    return not record.name.startswith("highdicom") or record.levelno >= logging.WARNING

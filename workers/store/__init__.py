@@ -21,7 +21,7 @@ from workers.store.errors import (
     StoreError,
 )
 from workers.store.intake import NewJob, create_job, ensure_job, find_job_by_key
-from workers.store.outputs import deliveries_for, record_result, result_for, upsert_delivery
+from workers.store.outputs import deliveries_for, record_result, result_for, results_for, upsert_delivery
 from workers.store.repository import (
     get_job,
     jobs_to_retry,
@@ -68,6 +68,7 @@ __all__ = [
     "open_store",
     "record_result",
     "result_for",
+    "results_for",
     "retry_job",
     "set_first_run_at",
     "stage_finished",

@@ -71,6 +71,12 @@ def record_result(
     return ResultView.of(existing)
 
 
+def results_for(session: Session, job_id: str) -> list[ResultView]:
+    """Every SEG recorded for the job (a 2D set of several image sizes has one SEG per size)."""
+    statement = select(Result).where(Result.job_id == job_id).order_by(Result.id)
+    return [ResultView.of(row) for row in session.scalars(statement)]
+
+
 def result_for(session: Session, job_id: str) -> ResultView | None:
     """The job's latest SEG, if any."""
     statement = select(Result).where(Result.job_id == job_id).order_by(Result.id.desc()).limit(1)
