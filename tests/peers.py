@@ -103,6 +103,8 @@ class _Peer:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.log_file = self.tmp_dir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
+        # set to come back on the same port(s) after a stop (a destination that was down comes up)
+        self.fixed_ports: list[int] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -120,7 +122,7 @@ class _Peer:
 
     def __enter__(self) -> Self:
         for _ in range(_START_TRIES):
-            ports = free_ports(self.port_count)
+            ports = self.fixed_ports or free_ports(self.port_count)
             command = self._command(ports)
             with self.log_file.open("ab") as log:
                 self._process = subprocess.Popen(
