@@ -173,6 +173,9 @@ class Settings(BaseSettings):
     # the longest job. The sweeper also re-queues jobs idle this long (the SQLite broker forgets).
     visibility_timeout_s: float = Field(default=6 * 3600.0, ge=10)
     job_retries: int = Field(default=8, ge=0, description="retries of a job the endpoint keeps refusing")
+    sweep_interval_s: float = Field(
+        default=60.0, gt=0, description="how often each worker looks for lost work"
+    )
 
     @model_validator(mode="after")
     def _fallbacks_exist(self) -> Settings:

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import pydicom
 import structlog
+from sqlalchemy.orm import Session
 
 from config.rules_schema import Rule
 from config.settings import Settings
@@ -57,6 +58,7 @@ from workers.store import (
     set_first_run_at,
     stage_finished,
     stage_started,
+    stages_for,
     transition,
     update_job,
     upsert_delivery,
@@ -129,11 +131,19 @@ def process_job(job_id: str, deps: Deps) -> JobState:
     """Run (or resume) a queued job; returns the state it reached."""
     with deps.store.session() as s:
         job = get_job(s, job_id)
+        if job.state is JobState.RUNNING:
+            # A redelivered task (its worker died) or a duplicate: take the job over only when nobody
+            # has worked on it for a whole lease; otherwise another worker still has it.
+            idle = (deps.now() - _last_activity(s, job)).total_seconds()
+            if idle < deps.settings.visibility_timeout_s:
+                log.info("job.busy", job_id=job_id, idle_s=round(idle, 1))
+                return job.state
+            job = transition(s, job_id, JobState.QUEUED, actor=deps.actor, expected_version=job.version)
         if job.state in (JobState.QUEUED, JobState.RECEIVED):
             if job.state is JobState.RECEIVED:
                 job = transition(s, job_id, JobState.QUEUED, actor=deps.actor)
             job = transition(s, job_id, JobState.RUNNING, actor=deps.actor, stage=Stage.LOAD)
-        elif job.state is not JobState.RUNNING:
+        else:
             log.info("job.not_runnable", job_id=job_id, state=str(job.state))
             return job.state
         done = completed_stages(s, job_id)
@@ -160,6 +170,14 @@ def process_job(job_id: str, deps: Deps) -> JobState:
         return fail_job(job_id, stage, str(exc), deps)
     except (DicomIOError, GatewayError, ValueError) as exc:
         return fail_job(job_id, stage, str(exc), deps)
+
+
+def _last_activity(session: Session, job: JobView) -> dt.datetime:
+    """The job's heartbeat: its last transition or the last stage that started or finished."""
+    times = [job.updated_at]
+    for stage in stages_for(session, job.id):
+        times.append(stage.finished_at or stage.started_at)
+    return max(times)
 
 
 def _get(job_id: str, deps: Deps) -> JobView:

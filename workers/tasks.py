@@ -14,7 +14,7 @@ import structlog
 from celery import Celery, shared_task
 from celery.app.task import Task
 
-from config.settings import Settings, get_settings
+from config.settings import get_settings
 from workers import pipeline
 from workers.celery_app import DELIVERY_QUEUE, inference_queue
 from workers.context import WorkerContext
@@ -40,10 +40,11 @@ class CeleryEnqueuer:
 
 
 @lru_cache(maxsize=1)
-def worker_context(settings: Settings | None = None) -> WorkerContext:
+def worker_context() -> WorkerContext:
+    """The process's context, from the environment's settings (each worker process opens its own)."""
     from celery import current_app
 
-    return WorkerContext(settings or get_settings(), CeleryEnqueuer(current_app))
+    return WorkerContext(get_settings(), CeleryEnqueuer(current_app))
 
 
 def _backoff(retries: int, initial: float, maximum: float) -> float:

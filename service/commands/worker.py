@@ -15,7 +15,6 @@ from workers.celery_app import DELIVERY_QUEUE, INFERENCE_QUEUES, create_celery
 __all__ = ["run_worker"]
 
 log = structlog.get_logger(__name__)
-SWEEP_EVERY_S = 60.0
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -36,10 +35,10 @@ def run_worker(args: argparse.Namespace) -> int:
         def loop() -> None:
             while not stop.is_set():
                 try:
-                    sweep(worker_context(settings).deps())
+                    sweep(worker_context().deps())
                 except Exception:  # the sweeper must outlive a bad minute
                     log.exception("sweep.failed")
-                stop.wait(SWEEP_EVERY_S)
+                stop.wait(settings.sweep_interval_s)
 
         threading.Thread(target=loop, name="mipgw-sweeper", daemon=True).start()
 
