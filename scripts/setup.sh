@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Shared setup for scripts/run.sh and scripts/test.sh: a virtualenv with the project installed,
 # and (when root on Debian/Ubuntu) the DICOM peer tools the tests talk to. Safe to run repeatedly.
-# Source it: `source scripts/setup.sh [--peers]`.
+# Source it: `source scripts/setup.sh [--peers] [--services]`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MIPGW_VENV:-$ROOT/.venv}"
 PEERS=0
-for arg in "$@"; do [[ "$arg" == "--peers" ]] && PEERS=1; done
+SERVICES=0
+for arg in "$@"; do
+    [[ "$arg" == "--peers" ]] && PEERS=1
+    [[ "$arg" == "--services" ]] && SERVICES=1
+done
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -69,9 +73,42 @@ if [[ $PEERS -eq 1 ]]; then
     command -v storescu >/dev/null || missing+=(dcmtk)
     command -v dciodvfy >/dev/null || missing+=(dicom3tools)
     command -v dcm2niix >/dev/null || missing+=(dcm2niix)
+    command -v Orthanc >/dev/null || missing+=(orthanc orthanc-dicomweb)
     if [[ ${#missing[@]} -gt 0 ]]; then
         log "installing peer tools: ${missing[*]}"
         apt_install "${missing[@]}" || log "could not install ${missing[*]} (not root?): the tests that need them will skip"
+    fi
+fi
+
+# Redis (the production broker) and PostgreSQL (the production store): the tests use the real ones
+if [[ $SERVICES -eq 1 ]]; then
+    if ! "$VENV/bin/python" - <<'PY' 2>/dev/null
+import socket; socket.create_connection(("127.0.0.1", 6379), 1).close()
+PY
+    then
+        command -v redis-server >/dev/null || apt_install redis-server || true
+        if command -v redis-server >/dev/null; then
+            log "starting redis-server on 127.0.0.1:6379"
+            mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+            as_root redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+                --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null 2>&1 \
+                || log "could not start redis-server: the Celery tests will skip"
+        else
+            log "redis-server is not installed and cannot be: the Celery tests will skip"
+        fi
+    fi
+    if ! "$VENV/bin/python" - <<'PY' 2>/dev/null
+import socket; socket.create_connection(("127.0.0.1", 5432), 1).close()
+PY
+    then
+        command -v pg_ctlcluster >/dev/null || apt_install postgresql || true
+        if command -v pg_ctlcluster >/dev/null && [[ -n "$(ls /etc/postgresql 2>/dev/null)" ]]; then
+            log "starting PostgreSQL"
+            as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start \
+                >/dev/null 2>&1 || log "could not start PostgreSQL: its tests will skip"
+        else
+            log "PostgreSQL is not installed and cannot be: its tests will skip"
+        fi
     fi
 fi
 
