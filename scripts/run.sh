@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Shows the product's main job on a sample study: sets up, writes a sample CT series, and converts
-# it to what MedImageParse takes (2D PNGs and a 3D NIfTI). Output lands in ./demo-out.
+# Shows the gateway's main job on a sample study: sets itself up, writes a synthetic CT study, and
+# runs it through the whole pipeline (rules → MedImageParse 3D → DICOM SEG) against the mock endpoint
+# (classical thresholding, NOT a model). Output lands in ./demo-out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -10,8 +11,9 @@ rm -rf "$OUT"
 mip-gateway sample "$OUT/sample-ct"
 echo "== what the gateway sees"
 mip-gateway info "$OUT/sample-ct"
-echo "== 2D: 1024x1024 RGB PNGs (abdomen window) for MedImageParse"
-mip-gateway convert "$OUT/sample-ct" --to png --window abdomen --out "$OUT/png"
-echo "== 3D: NIfTI volume (HU, slices-first) for MedImageParse 3D"
-mip-gateway convert "$OUT/sample-ct" --to nifti --layout slices-first --out "$OUT/nifti"
-echo "done: see $OUT/"
+echo "== which rules fire (config/rules.yaml)"
+mip-gateway rules test "$OUT/sample-ct"
+echo "== the pipeline, in one process, against the mock endpoint"
+mip-gateway --log-json run "$OUT/sample-ct" --demo --out "$OUT/seg" 2>"$OUT/run.log"
+echo "== done: DICOM SEG object(s) and report.json in $OUT/seg (logs in $OUT/run.log)"
+ls -l "$OUT/seg"
