@@ -22,6 +22,7 @@ from enum import StrEnum
 from itertools import groupby
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from isal import igzip
@@ -168,7 +169,7 @@ def export_nifti(
     header = nifti1_header(
         voxels.dtype, shape, affine, with_qform=with_qform, slope=slope, intercept=intercept
     )
-    body = voxels if layout is NiftiLayout.XYZ else np.ascontiguousarray(voxels.transpose(2, 1, 0))
+    body = voxels if layout is NiftiLayout.XYZ else _slices_fastest(voxels)
     data = gzip_parallel([header, np.ascontiguousarray(body).data.cast("B")], compresslevel, threads)
     return data, record
 
@@ -206,6 +207,25 @@ class SliceCompressor:
         if len(dtypes) != 1 or next(iter(dtypes)).itemsize > 2:
             return None
         return dtypes.pop(), [blob for _, blob in results]
+
+
+def _slices_fastest(voxels: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``[k, r, c]`` → C-ordered ``[c, r, k]`` (Fortran order of the slices-first array).
+
+    numpy's one-step transpose makes the fastest axis the slowest (~1.6 s for 300×512²); two
+    cache-friendly steps — each slice's 2D transpose, then OpenCV's blocked transpose of the
+    ``[k, c·r]`` matrix — take ~0.2 s.
+    """
+    slices, rows, columns = voxels.shape
+    if voxels.dtype.itemsize not in (1, 2, 4, 8) or slices * rows * columns == 0:
+        return np.ascontiguousarray(voxels.transpose(2, 1, 0))
+    per_slice = np.empty((slices, columns, rows), dtype=voxels.dtype)
+    for k in range(slices):
+        per_slice[k] = voxels[k].T
+    flat = per_slice.reshape(slices, columns * rows)
+    if flat.shape[1] >= 1 << 31 or voxels.dtype.itemsize == 8:  # beyond what cv2 takes
+        return np.ascontiguousarray(flat.T).reshape(columns, rows, slices)
+    return np.asarray(cv2.transpose(flat)).reshape(columns, rows, slices)
 
 
 def _modality_volume(stored: npt.NDArray[Any], frames: Sequence[Frame]) -> npt.NDArray[Any]:

@@ -43,8 +43,18 @@ def test_demo_with_the_packaged_rules_writes_valid_segs(tmp_path: Path) -> None:
 
 def test_adhoc_prompts_without_a_rules_file(tmp_path: Path) -> None:
     volume_phantom(slices=6, seed=3, modality="MR").write(tmp_path / "mr")
-    proc = _run(str(tmp_path / "mr"), "--demo", "--model", "2d", "--prompt", "liver", "--prompt", "kidney",
-                "--out", str(tmp_path / "out"))  # fmt: skip
+    proc = _run(
+        str(tmp_path / "mr"),
+        "--demo",
+        "--model",
+        "2d",
+        "--prompt",
+        "liver",
+        "--prompt",
+        "kidney",
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["series"]
     assert entry["rule"] == "adhoc"

@@ -85,8 +85,11 @@ class Gateway:
         log = (self.tmp / f"worker-{len(self.workers)}.log").open("wb")
         worker = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "worker", "--name", f"test-{uuid.uuid4().hex[:8]}"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.workers.append(worker)
         return worker
 
@@ -98,10 +101,16 @@ class Gateway:
         phantom.write(folder)
         with self.store.session() as s:
             job = create_job(
-                s, actor="test", source="MODALITY", route=Route.DIMSE, study_instance_uid=ds.StudyInstanceUID,
-                series_instance_uid=ds.SeriesInstanceUID, instance_count=8, spool_path=data.relative(folder),
+                s,
+                actor="test",
+                source="MODALITY",
+                route=Route.DIMSE,
+                study_instance_uid=ds.StudyInstanceUID,
+                series_instance_uid=ds.SeriesInstanceUID,
+                instance_count=8,
+                spool_path=data.relative(folder),
                 state=JobState.QUEUED,
-            )  # fmt: skip
+            )
         self.enqueue.process(job.id, Priority.ROUTINE)
         return job.id
 

@@ -108,10 +108,18 @@ def _received(settings: Settings, series_description: str = "AXIAL") -> tuple[st
 def _job(deps: pipeline.Deps, study: str, series: str, spool: str) -> str:
     with deps.store.session() as s:
         job = create_job(
-            s, actor="test", source="MODALITY", route=Route.DIMSE, calling_ae_title="MODALITY",
-            study_instance_uid=study, series_instance_uid=series, instance_count=10, spool_path=spool,
-            state=JobState.QUEUED, idempotency_key=f"test-{series}",
-        )  # fmt: skip
+            s,
+            actor="test",
+            source="MODALITY",
+            route=Route.DIMSE,
+            calling_ae_title="MODALITY",
+            study_instance_uid=study,
+            series_instance_uid=series,
+            instance_count=10,
+            spool_path=spool,
+            state=JobState.QUEUED,
+            idempotency_key=f"test-{series}",
+        )
     return job.id
 
 
@@ -135,7 +143,9 @@ def _deps(settings: Settings, url: str) -> tuple[InlineQueue, pipeline.Deps]:
     return queue, build_deps(settings, open_store(url, migrate=True), queue, actor="test")
 
 
-def test_a_series_becomes_one_delivered_seg(tmp_path: Path, mock: Any, pacs: StoreSCP, store_url: str) -> None:
+def test_a_series_becomes_one_delivered_seg(
+    tmp_path: Path, mock: Any, pacs: StoreSCP, store_url: str
+) -> None:
     settings = _settings(tmp_path, mock, pacs)
     queue, deps = _deps(settings, store_url)
     job_id = _job(deps, *_received(settings))
@@ -225,7 +235,7 @@ def test_a_destination_that_is_down_gets_the_seg_once_it_is_up(tmp_path: Path, m
         assert get_job(s, job_id).state is JobState.DONE
 
 
-def test_a_non_image_series_is_rejected_and_nothing_is_lost(tmp_path: Path, mock: Any, pacs: StoreSCP) -> None:
+def test_a_non_image_series_is_rejected_and_files_stay(tmp_path: Path, mock: Any, pacs: StoreSCP) -> None:
     settings = _settings(tmp_path, mock, pacs)
     queue, deps = _deps(settings, f"sqlite+pysqlite:///{tmp_path / 'j.sqlite3'}")
     study, series, spool = _received(settings)
