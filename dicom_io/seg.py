@@ -172,6 +172,8 @@ def build_seg(
     pixels = masks if len(content) == masks.shape[0] else masks[content]
     if len(kept) < masks.shape[3]:
         pixels = pixels[..., kept]
+    if options.segmentation_type is SegmentationType.BINARY:
+        pixels = _as_label_map(pixels)
     if options.segmentation_type is SegmentationType.FRACTIONAL:
         # highdicom 0.28 accepts integer masks only if binary; probabilities must be float in [0, 1]
         # (it rounds value × 255 back to the same uint8). float32 keeps that exact and halves memory.
@@ -247,6 +249,26 @@ def _check_masks(
     wanted = np.dtype(np.bool_) if kind is SegmentationType.BINARY else np.dtype(np.uint8)
     if masks.dtype != wanted:
         raise fail(f"{kind.value} masks must have dtype {wanted}, not {masks.dtype}")
+
+
+def _as_label_map(pixels: np.ndarray) -> np.ndarray:
+    """Non-overlapping binary segments as one uint8 label map ``[frames, rows, cols]``.
+
+    highdicom checks a 4D stack for overlap by summing it into an int64 array (0.5 s per check at
+    460 frames of 512²); a label map is checked with one max(). Overlapping segments (a lesion
+    inside its organ) stay a 4D stack, which highdicom encodes as such.
+    """
+    if pixels.shape[-1] > 255:
+        return pixels
+    labels = np.zeros(pixels.shape[:-1], dtype=np.uint8)
+    covered = np.zeros(pixels.shape[:-1], dtype=bool)
+    for index in range(pixels.shape[-1]):
+        segment = pixels[..., index]
+        if np.logical_and(covered, segment).any():
+            return pixels
+        labels[segment] = index + 1
+        covered |= segment
+    return labels
 
 
 def _frame_tables(masks: np.ndarray, kind: SegmentationType) -> tuple[np.ndarray, np.ndarray]:

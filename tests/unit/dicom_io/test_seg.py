@@ -465,3 +465,22 @@ def test_single_2d_images(shared_dicom: Path, relative: str, tmp_path: Path) -> 
     seg = _write_and_read(result, tmp_path)
     got = seg.get_pixels_by_source_instance([source.SOPInstanceUID], combine_segments=False)
     assert np.array_equal(got.astype(bool), masks)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_overlapping_and_disjoint_segments_both_round_trip(tmp_path: Path, overlap: bool) -> None:
+    sources = ct_stack(6)
+    masks = np.zeros((6, sources[0].Rows, sources[0].Columns, 2), dtype=bool)
+    masks[1:5, 4:20, 4:20, 0] = True  # an organ
+    if overlap:
+        masks[2:4, 8:12, 8:12, 1] = True  # a lesion inside it
+    else:
+        masks[2:4, 24:28, 24:28, 1] = True  # something beside it
+    refs = [(i, 0) for i in range(6)]
+    result = build_seg(
+        sources, refs, masks, [SegmentRequest("liver"), SegmentRequest("lesion")], ALGORITHM, OPTIONS
+    )
+    seg = _write_and_read(result, tmp_path)
+    uids = [ds.SOPInstanceUID for ds in sources]
+    got = seg.get_pixels_by_source_instance(uids, combine_segments=False)
+    assert np.array_equal(got.astype(bool), masks)
