@@ -23,9 +23,12 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,6 +36,7 @@ import httpx
 import pytest
 
 from config.settings import DicomNode, DicomWebNode
+from workers.delivery import verify_signature
 
 __all__ = ["Orthanc", "StoreSCP", "TLSFiles", "free_ports", "make_tls_files", "write_sample_seg"]
 
@@ -411,3 +415,53 @@ def write_sample_seg(folder: Path, *, seed: int = 0, name: str = "seg.dcm") -> P
     path = folder / name
     result.dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+WEBHOOK_SECRET = "hook-secret-31337"
+
+
+class Receiver(ThreadingHTTPServer):
+    """Answers each POST with the next status of ``script`` (then 204); 401 for a bad signature."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.script: list[int] = []
+        self.accepted: list[tuple[str, dict[str, Any]]] = []
+        self.answers: list[int] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/mipgw"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        signed = verify_signature(
+            WEBHOOK_SECRET, self.headers["X-Mipgw-Timestamp"], body, self.headers.get("X-Mipgw-Signature", "")
+        )
+        status = (self.server.script.pop(0) if self.server.script else 204) if signed else 401
+        if status == 204:
+            self.server.accepted.append((self.headers["X-Mipgw-Event"], json.loads(body)))
+        self.server.answers.append(status)
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        pass
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

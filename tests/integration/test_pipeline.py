@@ -6,6 +6,7 @@ The queue is a list run inline (the Celery tests run the same functions in worke
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,10 @@ from typing import Any
 import pydicom
 import pytest
 
-from config.settings import Settings
+from config.settings import Settings, WebhookSettings
 from dicom_io.testing.phantoms import volume_phantom
 from service.mock_endpoint import MockEndpointServer
-from tests.peers import StoreSCP
+from tests.peers import WEBHOOK_SECRET, Receiver, StoreSCP, webhook_receiver
 from tests.unit.workers.store.backends import database_url_for
 from workers import pipeline
 from workers.context import build_deps
@@ -71,12 +72,19 @@ def mock() -> Iterator[MockEndpointServer]:
 
 
 @pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with webhook_receiver() as server:
+        yield server
+
+
+@pytest.fixture
 def pacs(tmp_path: Path) -> Iterator[StoreSCP]:
     with StoreSCP(tmp_path / "pacs") as scp:
         yield scp
 
 
 def _settings(tmp_path: Path, mock: MockEndpointServer, pacs: StoreSCP, fault: str | None = None) -> Settings:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     headers = {"X-Mock-Fault": fault, "X-Mock-Fault-Key": f"pipeline-{next(_keys)}"} if fault else {}
@@ -251,3 +259,23 @@ def test_a_non_image_series_is_rejected_and_files_stay(tmp_path: Path, mock: Any
     assert job.state is JobState.REJECTED
     assert "structured report" in (job.error or "")
     assert any(DataDir(settings.data_dir).resolve(spool).iterdir())  # the received files stay
+
+
+def test_webhooks_hear_of_done_and_failed_jobs(
+    tmp_path: Path, mock: Any, pacs: StoreSCP, receiver: Receiver
+) -> None:
+    hook = {"url": receiver.url, "secret": WEBHOOK_SECRET, "events": ["done", "failed"]}
+    good = _settings(tmp_path / "good", mock, pacs).model_copy(
+        update={"webhooks": [WebhookSettings.model_validate(hook)]}
+    )
+    bad = _settings(tmp_path / "bad", mock, pacs, fault="always=401").model_copy(
+        update={"webhooks": good.webhooks}
+    )
+    for settings in (good, bad):
+        queue, deps = _deps(settings, f"sqlite+pysqlite:///{settings.data_dir.parent / 'j.sqlite3'}")
+        queue.process(_job(deps, *_received(settings)), Priority.ROUTINE)
+        _drain(queue, deps)
+    events = [(event, payload["state"], payload["rule"]) for event, payload in receiver.accepted]
+    assert events == [("done", "done", "ct-liver-3d"), ("failed", "failed", "ct-liver-3d")]
+    assert "rejected the key" in receiver.accepted[1][1]["error"]
+    assert "PatientName" not in json.dumps(receiver.accepted)
