@@ -43,6 +43,16 @@ rules:
 """
 
 
+def dcmtk(name: str) -> str:
+    """dcmtk's tool, not the pynetdicom app of the same name in the virtualenv's bin."""
+    venv_bin = Path(sys.prefix) / "bin"
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != venv_bin)
+    found = shutil.which(name, path=path)
+    if found is None:
+        sys.exit(f"{name} is not installed (apt-get install dcmtk)")
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -59,7 +69,7 @@ class Rig:
         self.received.mkdir(parents=True)
         port = free_port()
         self.scp = subprocess.Popen(
-            ["storescp", "-aet", "PACS", "-od", str(self.received), "+xa", str(port)],
+            [dcmtk("storescp"), "-aet", "PACS", "-od", str(self.received), "+xa", str(port)],
             env={**os.environ, "TCP_NODELAY": "1"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,17 @@ from dicom_io.testing.scene import ImagePhantom, Phantom
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
 
 
+def system_tool(name: str) -> str | None:
+    """A tool from the system's PATH, never the virtualenv's: pynetdicom installs Python apps named
+    storescp, storescu, echoscu... into it, which would shadow dcmtk's."""
+    venv_bin = Path(sys.prefix) / "bin"
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != venv_bin)
+    return shutil.which(name, path=path)
+
+
 def require_tool(name: str) -> str:
     """Path of a Debian tool the test needs; skip with a visible reason when it is not installed."""
-    path = shutil.which(name)
+    path = system_tool(name)
     if path is None:
         pytest.skip(f"{name} is not installed (the test command installs it with apt-get when run as root)")
     return path

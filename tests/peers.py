@@ -20,7 +20,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -36,6 +35,7 @@ import httpx
 import pytest
 
 from config.settings import DicomNode, DicomWebNode
+from tests.helpers import system_tool
 from workers.delivery import verify_signature
 
 __all__ = ["Orthanc", "StoreSCP", "TLSFiles", "free_ports", "make_tls_files", "write_sample_seg"]
@@ -88,7 +88,7 @@ def _accepts(port: int) -> bool:
 
 
 def _require(binary: str, package: str) -> str:
-    path = shutil.which(binary)
+    path = system_tool(binary)
     if path is None:
         pytest.skip(f"{binary} is not installed (Debian package {package})")
     return path
