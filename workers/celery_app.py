@@ -26,8 +26,6 @@ __all__ = ["DELIVERY_QUEUE", "INFERENCE_QUEUES", "broker_url", "create_celery", 
 
 INFERENCE_QUEUES = ("mipgw.stat", "mipgw.routine")
 DELIVERY_QUEUE = "mipgw.delivery"
-# Longer than the longest task (a 3D call may take 180 s per attempt, with retries and backoff).
-VISIBILITY_TIMEOUT_S = 6 * 3600
 
 
 def inference_queue(priority: Priority | str) -> str:
@@ -41,7 +39,18 @@ def broker_url(settings: Settings) -> str:
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("mipgw", broker=broker_url(settings), include=["workers.tasks"])
+    broker = broker_url(settings)
+    app = Celery("mipgw", broker=broker, include=["workers.tasks"])
+    # Redis takes these; kombu's SQLAlchemy transport hands its options to create_engine instead
+    transport_options = (
+        {
+            "visibility_timeout": settings.visibility_timeout_s,
+            # read the queues in the order the worker lists them (stat before routine)
+            "queue_order_strategy": "priority",
+        }
+        if broker.startswith(("redis://", "rediss://"))
+        else {}
+    )
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -52,14 +61,10 @@ def create_celery(settings: Settings) -> Celery:
         task_default_queue="mipgw.routine",
         task_create_missing_queues=True,  # the three queues are declared on first use
         task_routes={"mipgw.deliver": {"queue": DELIVERY_QUEUE}, "mipgw.sweep": {"queue": DELIVERY_QUEUE}},
-        broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT_S,
-            # Redis: read the queues in the order the worker lists them (stat before routine)
-            "queue_order_strategy": "priority",
-        },
+        broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        task_time_limit=VISIBILITY_TIMEOUT_S - 600,
+        task_time_limit=max(60.0, settings.visibility_timeout_s - 600),
     )
     return app

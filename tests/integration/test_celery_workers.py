@@ -55,13 +55,12 @@ def _redis_db() -> str:
 class Gateway:
     """Settings as environment variables, a store, and worker processes for one test."""
 
-    def __init__(self, tmp: Path, mock: MockEndpointServer, pacs: StoreSCP, broker: str) -> None:
+    def __init__(self, tmp: Path, mock: MockEndpointServer, pacs: StoreSCP, broker: str | None) -> None:
         (tmp / "rules.yaml").write_text(RULES)
         node = pacs.dicom_node()
         self.env = {
             **os.environ,
             "MIPGW_DATA_DIR": str(tmp / "data"),
-            "MIPGW_BROKER_URL": broker,
             "MIPGW_DATABASE_URL": f"sqlite+pysqlite:///{tmp / 'jobs.sqlite3'}",
             "MIPGW_RULES_FILE": str(tmp / "rules.yaml"),
             "MIPGW_ENDPOINTS__MIP3D__URL": mock.score_url,
@@ -73,6 +72,8 @@ class Gateway:
             "MIPGW_VISIBILITY_TIMEOUT_S": "10",
             "MIPGW_SWEEP_INTERVAL_S": "1",
         }
+        if broker is not None:  # None: the embedded SQLite broker under the data directory
+            self.env["MIPGW_BROKER_URL"] = broker
         self.settings = Settings(
             data_dir=tmp / "data", broker_url=broker, database_url=self.env["MIPGW_DATABASE_URL"]
         )
@@ -147,16 +148,17 @@ def pacs(tmp_path: Path) -> Iterator[StoreSCP]:
 def gateway(tmp_path: Path, pacs: StoreSCP, request: pytest.FixtureRequest) -> Iterator[Gateway]:
     marker = request.node.get_closest_marker("mock_faults")
     faults = FaultPlan.parse(marker.args[0]) if marker else None
-    broker = _redis_db()
+    broker = None if request.node.get_closest_marker("embedded_broker") else _redis_db()
     with MockEndpointServer(faults=faults) as mock:
         gateway = Gateway(tmp_path, mock, pacs, broker)
         try:
             yield gateway
         finally:
             gateway.stop()
-            import redis
+            if broker is not None:
+                import redis
 
-            redis.Redis.from_url(broker).flushdb()
+                redis.Redis.from_url(broker).flushdb()
 
 
 def test_two_workers_deliver_every_series_once(gateway: Gateway, pacs: StoreSCP) -> None:
@@ -181,6 +183,18 @@ def test_a_worker_killed_mid_task_is_taken_over(gateway: Gateway, pacs: StoreSCP
     first.wait()
     with gateway.store.session() as s:
         assert get_job(s, job).state is JobState.RUNNING  # what a dead worker leaves behind
+    gateway.start_worker()
+    assert gateway.wait(job) is JobState.DONE
+    assert len(pacs.received_files()) == 1
+
+
+@pytest.mark.embedded_broker
+def test_the_embedded_broker_keeps_work_queued_while_no_worker_runs(gateway: Gateway, pacs: StoreSCP) -> None:
+    job = gateway.submit_ct(11)  # queued in the SQLite broker file: no server, no worker yet
+    time.sleep(1.0)
+    with gateway.store.session() as s:
+        assert get_job(s, job).state is JobState.QUEUED
+    assert (gateway.tmp / "data" / "broker.sqlite3").exists()
     gateway.start_worker()
     assert gateway.wait(job) is JobState.DONE
     assert len(pacs.received_files()) == 1
