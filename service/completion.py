@@ -1,0 +1,194 @@
+"""Deciding that a series has fully arrived, and saying why.
+
+DICOM has no "series done" message, and the field's answer — an idle timer alone — is what users
+complain about most (processing too early, or one series split in two). So several signals count,
+strongest first:
+
+1. the data announces its size and it is reached: ImagesInAcquisition, or an enhanced multi-frame
+   instance that carries the whole series in its frames;
+2. the sending association is released and the slices received form a regular stack with no gap
+   (two or more positions evenly spaced along the normal) — a modality or PACS that sends a series
+   in one association is done when it lets go;
+3. a STOW-RS request carries whole series: complete on arrival;
+4. otherwise an idle timer (default 30 s) after the last instance, with no association still
+   sending to the series.
+
+A series that completed and then receives more instances starts a new run (its job will hold every
+instance received; the SEG then joins the same SEG series as a newer instance).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from workers.jobs import Route
+
+__all__ = ["ArrivalFacts", "CompletedSeries", "CompletionTracker", "facts_from_header"]
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalFacts:
+    """What one received instance tells about its series."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    route: Route
+    calling_ae: str | None
+    association: str | None  # the association (DIMSE) or request (STOW) that brought it
+    announced: int | None  # instances the series says it has
+    position: float | None  # along the slice normal, mm
+
+
+def facts_from_header(
+    ds: Dataset, *, route: Route, calling_ae: str | None, association: str | None
+) -> ArrivalFacts:
+    frames = _int(ds.get("NumberOfFrames")) or 1
+    announced = _int(ds.get("ImagesInAcquisition"))
+    if frames > 1 and "PerFrameFunctionalGroupsSequence" in ds:
+        announced = 1  # an enhanced multi-frame object is a whole acquisition in one instance
+    return ArrivalFacts(
+        study_instance_uid=str(ds.StudyInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        route=route,
+        calling_ae=calling_ae,
+        association=association,
+        announced=announced if announced and announced > 0 else None,
+        position=_position(ds),
+    )
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(str(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _position(ds: Dataset) -> float | None:
+    try:
+        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
+        ipp = np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    normal = np.cross(iop[:3], iop[3:6])
+    if iop.size != 6 or ipp.size != 3 or not np.isfinite(normal).all() or np.linalg.norm(normal) < 1e-6:
+        return None
+    return float(ipp @ (normal / np.linalg.norm(normal)))
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedSeries:
+    study_instance_uid: str
+    series_instance_uid: str
+    route: Route
+    calling_ae: str | None
+    instances: int
+    reason: str
+
+
+@dataclass
+class _Series:
+    study: str
+    route: Route
+    calling_ae: str | None
+    positions: dict[str, float | None] = field(default_factory=dict)
+    associations: set[str] = field(default_factory=set)
+    announced: int | None = None
+    last_at: float = 0.0
+
+
+class CompletionTracker:
+    """Thread-safe; the clock is injectable so the timer logic is tested without sleeping."""
+
+    def __init__(self, *, idle_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.idle_s = idle_s
+        self._clock = clock
+        self._series: dict[str, _Series] = {}
+        self._open: set[str] = set()
+        self._lock = threading.Lock()
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._series)
+
+    def association_opened(self, association: str) -> None:
+        with self._lock:
+            self._open.add(association)
+
+    def arrived(self, facts: ArrivalFacts) -> CompletedSeries | None:
+        """Record an instance; a series that thereby reaches its announced size is complete now."""
+        with self._lock:
+            state = self._series.get(facts.series_instance_uid)
+            if state is None:
+                state = _Series(facts.study_instance_uid, facts.route, facts.calling_ae)
+                self._series[facts.series_instance_uid] = state
+            state.positions[facts.sop_instance_uid] = facts.position
+            if facts.association:
+                state.associations.add(facts.association)
+            if facts.announced:
+                state.announced = max(state.announced or 0, facts.announced)
+            state.last_at = self._clock()
+            if state.announced and len(state.positions) >= state.announced:
+                return self._finish(
+                    facts.series_instance_uid,
+                    f"all {state.announced} instance(s) the series announces arrived",
+                )
+        return None
+
+    def association_released(self, association: str) -> list[CompletedSeries]:
+        """Series this association sent whose slices form a complete regular stack."""
+        done = []
+        with self._lock:
+            self._open.discard(association)
+            for uid, state in list(self._series.items()):
+                if association not in state.associations or self._still_sending(state):
+                    continue
+                stack = _regular_stack(list(state.positions.values()))
+                if stack:
+                    done.append(self._finish(uid, f"association released; {stack}"))
+        return done
+
+    def complete(self, series_instance_uid: str, reason: str) -> CompletedSeries | None:
+        """Declare a series complete (a STOW request that carried it whole)."""
+        with self._lock:
+            return self._finish(series_instance_uid, reason) if series_instance_uid in self._series else None
+
+    def due(self) -> list[CompletedSeries]:
+        """Series idle for ``idle_s`` with no association still sending to them."""
+        now = self._clock()
+        done = []
+        with self._lock:
+            for uid, state in list(self._series.items()):
+                if now - state.last_at >= self.idle_s and not self._still_sending(state):
+                    done.append(self._finish(uid, f"no new instance for {self.idle_s:g} s"))
+        return done
+
+    def _still_sending(self, state: _Series) -> bool:
+        return bool(state.associations & self._open)
+
+    def _finish(self, uid: str, reason: str) -> CompletedSeries:
+        state = self._series.pop(uid)
+        return CompletedSeries(state.study, uid, state.route, state.calling_ae, len(state.positions), reason)
+
+
+def _regular_stack(positions: list[float | None]) -> str | None:
+    """A readable account of a gap-free, evenly spaced stack, or None."""
+    if len(positions) < 2 or any(p is None for p in positions):
+        return None
+    ordered = np.sort(np.asarray(positions, dtype=float))
+    gaps = np.diff(ordered)
+    if gaps.min() <= 1e-3:
+        return None  # repeated positions: several phases or echoes may still be coming
+    step = float(np.median(gaps))
+    if not math.isfinite(step) or np.abs(gaps - step).max() > max(0.02, 0.01 * step):
+        return None
+    return f"{len(positions)} slices {step:.3g} mm apart with no gap"

@@ -1,0 +1,115 @@
+"""From received instances to queued jobs: the one place the listener and the API hand series over.
+
+Each received instance is already durable in the spool when it reaches :class:`Intake`; the tracker
+decides when its series is complete; a complete series becomes one job (route, calling AE, why it was
+judged complete) and is queued. The job's idempotency key is the series and the exact set of SOP
+Instance UIDs it holds, so the same series sent twice is processed once, while a series that grew
+(late instances) is processed again as a new run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import structlog
+
+from service.completion import ArrivalFacts, CompletedSeries, CompletionTracker
+from workers.jobs import JobState, Priority
+from workers.pipeline import Enqueuer
+from workers.storage import DataDir
+from workers.store import JobView, Store, ensure_job
+
+__all__ = ["Intake"]
+
+log = structlog.get_logger(__name__)
+
+
+class Intake:
+    def __init__(
+        self,
+        data: DataDir,
+        store: Store,
+        enqueue: Enqueuer,
+        tracker: CompletionTracker,
+        *,
+        actor: str,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.data = data
+        self.store = store
+        self.enqueue = enqueue
+        self.tracker = tracker
+        self.actor = actor
+        self._tick_s = tick_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def received(self, facts: ArrivalFacts) -> JobView | None:
+        completed = self.tracker.arrived(facts)
+        return self.submit(completed) if completed else None
+
+    def association_opened(self, association: str) -> None:
+        self.tracker.association_opened(association)
+
+    def association_released(self, association: str) -> list[JobView]:
+        return [self.submit(c) for c in self.tracker.association_released(association)]
+
+    def request_complete(self, series_uids: list[str], reason: str) -> list[JobView]:
+        done = [self.tracker.complete(uid, reason) for uid in series_uids]
+        return [self.submit(c) for c in done if c is not None]
+
+    def tick(self) -> list[JobView]:
+        return [self.submit(c) for c in self.tracker.due()]
+
+    def submit(self, completed: CompletedSeries) -> JobView:
+        folder = self.data.incoming_series(completed.study_instance_uid, completed.series_instance_uid)
+        sops = sorted(p.stem for p in folder.glob("*.dcm"))
+        digest = hashlib.sha256("\n".join([completed.series_instance_uid, *sops]).encode()).hexdigest()
+        with self.store.session() as s:
+            job, created = ensure_job(
+                s,
+                actor=self.actor,
+                source=completed.calling_ae or str(completed.route),
+                route=completed.route,
+                calling_ae_title=completed.calling_ae,
+                study_instance_uid=completed.study_instance_uid,
+                series_instance_uid=completed.series_instance_uid,
+                instance_count=len(sops),
+                completion_reason=completed.reason,
+                spool_path=self.data.relative(folder),
+                state=JobState.QUEUED,
+                idempotency_key=f"series:{digest}",
+            )
+        if created:
+            self.enqueue.process(job.id, Priority.ROUTINE)
+            log.info(
+                "series.queued",
+                job_id=job.id,
+                series_instance_uid=completed.series_instance_uid,
+                instances=len(sops),
+                reason=completed.reason,
+            )
+        else:
+            log.info(
+                "series.already_queued", job_id=job.id, series_instance_uid=completed.series_instance_uid
+            )
+        return job
+
+    def start(self) -> None:
+        """Run the idle timer in the background."""
+
+        def loop() -> None:
+            while not self._stop.wait(self._tick_s):
+                try:
+                    self.tick()
+                except Exception:  # the timer must survive a bad second (a locked database...)
+                    log.exception("intake.tick_failed")
+
+        self._thread = threading.Thread(target=loop, name="mipgw-intake", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
