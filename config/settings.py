@@ -150,6 +150,38 @@ class WebhookSettings(BaseModel):
     max_attempts: int = Field(default=5, ge=1)
 
 
+class ListenerSettings(BaseModel):
+    """The DICOM listener (C-ECHO, C-STORE SCP)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bind: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535)
+    # calling AE titles allowed to associate; empty: everyone (logged as a warning at start)
+    allowed_calling_aes: tuple[str, ...] = ()
+    check_called_ae: bool = True
+    max_associations: int = Field(default=10, ge=1)
+    max_pdu: int = Field(default=0, ge=0, description="0: unlimited (fastest receive)")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = Field(default=None, description="require client certificates from this CA")
+    spool_reserve_bytes: int = Field(default=2 * 1024**3, ge=0, description="refuse associations below this")
+    completion_idle_s: float = Field(default=30.0, gt=0)
+
+
+class ApiSettings(BaseModel):
+    """The HTTP API (STOW-RS, jobs, health, metrics)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bind: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    keys: tuple[SecretStr, ...] = Field(default=(), description="bearer keys for every route but health")
+    keys_file: Path | None = Field(default=None, description="one key per line")
+    stow_keys: tuple[SecretStr, ...] = Field(default=(), description="extra keys for the STOW route only")
+    max_request_bytes: int = Field(default=8 * 1024**3, ge=1024, description="largest STOW request")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MIPGW_",
@@ -160,6 +192,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("/var/lib/mip-gateway")
     ae_title: str = Field(default="MIPGW", min_length=1, max_length=16)
+    listener: ListenerSettings = Field(default_factory=ListenerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     # Redis in production (redis://host:6379/0); unset: a durable SQLite broker under data_dir
     broker_url: str | None = None
     # PostgreSQL in production (postgresql+psycopg://...); unset: SQLite (WAL) under data_dir
