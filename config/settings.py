@@ -21,10 +21,12 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "ApiSettings",
     "Destination",
     "DicomNode",
     "DicomWebNode",
     "EndpointSettings",
+    "ListenerSettings",
     "Settings",
     "WebhookSettings",
     "get_settings",
