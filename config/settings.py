@@ -203,6 +203,8 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(default=None, description="default: the packaged config/rules.yaml")
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
     destinations: dict[str, Destination] = Field(default_factory=dict)
+    # nodes POST /jobs may pull a study from: DICOMweb (WADO-RS) or DICOM (C-GET)
+    sources: dict[str, Destination] = Field(default_factory=dict)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     retention_days: float = Field(default=7.0, ge=0, description="received studies and SEGs kept this long")
     # a task not acknowledged within this time is handed to another worker (Redis); keep it far above

@@ -60,7 +60,9 @@ def create_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         task_default_queue="mipgw.routine",
         task_create_missing_queues=True,  # the three queues are declared on first use
-        task_routes={"mipgw.deliver": {"queue": DELIVERY_QUEUE}, "mipgw.sweep": {"queue": DELIVERY_QUEUE}},
+        task_routes={
+            name: {"queue": DELIVERY_QUEUE} for name in ("mipgw.deliver", "mipgw.pull", "mipgw.sweep")
+        },
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

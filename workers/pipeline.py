@@ -94,6 +94,8 @@ class Enqueuer(Protocol):
 
     def deliver(self, job_id: str, destination: str) -> None: ...
 
+    def pull(self, job_id: str) -> None: ...
+
 
 def software_version() -> str:
     try:

@@ -21,7 +21,7 @@ from workers.context import WorkerContext
 from workers.errors import DeliveryError
 from workers.jobs import Priority
 
-__all__ = ["CeleryEnqueuer", "deliver_task", "process_job_task", "sweep_task", "worker_context"]
+__all__ = ["CeleryEnqueuer", "deliver_task", "process_job_task", "pull_task", "sweep_task", "worker_context"]
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +37,9 @@ class CeleryEnqueuer:
 
     def deliver(self, job_id: str, destination: str) -> None:
         self._app.send_task("mipgw.deliver", args=[job_id, destination], queue=DELIVERY_QUEUE)
+
+    def pull(self, job_id: str) -> None:
+        self._app.send_task("mipgw.pull", args=[job_id], queue=DELIVERY_QUEUE)
 
 
 @lru_cache(maxsize=1)
@@ -83,6 +86,25 @@ def deliver_task(self: Task, job_id: str, destination: str) -> str:
         log.warning(
             "delivery.retry", job_id=job_id, destination=destination, reason=exc.reason, wait_s=round(delay)
         )
+        raise self.retry(countdown=delay, exc=exc) from exc
+
+
+@shared_task(name="mipgw.pull", bind=True, max_retries=None)
+def pull_task(self: Task, job_id: str) -> str:
+    from workers.pull_jobs import pull_job
+
+    context = worker_context()
+    deps = context.deps()
+    try:
+        return str(pull_job(job_id, deps))
+    except pipeline.TransientJobError as exc:
+        retries = self.request.retries
+        if retries >= context.settings.job_retries:
+            return str(
+                pipeline.fail_job(job_id, exc.stage, f"gave up after {retries + 1} tries: {exc.reason}", deps)
+            )
+        delay = _backoff(retries, 10.0, 600.0)
+        log.warning("pull.retry", job_id=job_id, reason=exc.reason, wait_s=round(delay))
         raise self.retry(countdown=delay, exc=exc) from exc
 
 

@@ -47,6 +47,9 @@ class _Queue:
     def deliver(self, job_id: str, destination: str) -> None:
         self.items.append(("deliver", job_id, destination))
 
+    def pull(self, job_id: str) -> None:
+        raise NotImplementedError("mip-gateway run reads local files; it never pulls")
+
 
 class _NotSent:
     """Without --send, a destination only records that the SEG was not sent."""

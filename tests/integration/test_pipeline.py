@@ -64,6 +64,9 @@ class InlineQueue:
     def deliver(self, job_id: str, destination: str) -> None:
         self.items.append(("deliver", job_id, destination))
 
+    def pull(self, job_id: str) -> None:
+        self.items.append(("pull", job_id))
+
 
 @pytest.fixture(scope="module")
 def mock() -> Iterator[MockEndpointServer]:

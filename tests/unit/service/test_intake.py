@@ -25,6 +25,9 @@ class Queue:
     def deliver(self, job_id: str, destination: str) -> None:
         raise AssertionError("intake never delivers")
 
+    def pull(self, job_id: str) -> None:
+        raise AssertionError("intake never pulls")
+
 
 def _encoded(ds: object) -> bytes:
     import io

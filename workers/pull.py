@@ -1,0 +1,222 @@
+"""Fetching a study (or one series) from a named source node into the spool: WADO-RS or C-GET.
+
+Used by the ``mipgw.pull`` task behind ``POST /jobs``. Each instance is written durably into the data
+directory as it arrives (never the whole study in memory), and the caller learns which series came
+in with how many instances. One attempt per call; a retryable failure raises DeliveryError with
+``retryable=True`` (the same classification as sending).
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+import requests
+import structlog
+from pydicom.dataset import Dataset
+
+from config.settings import DicomNode, DicomWebNode
+from workers.delivery.base import public_url
+from workers.errors import DeliveryError
+from workers.storage import DataDir, SpoolError, store_instance
+
+__all__ = ["Pulled", "pull", "series_in_study"]
+
+log = structlog.get_logger(__name__)
+
+_STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Query/Retrieve Information Model - GET
+_STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
+
+
+@dataclass(frozen=True, slots=True)
+class Pulled:
+    study_instance_uid: str
+    series: dict[str, int]  # series UID → instances stored
+    how: str  # "WADO-RS from <url>" / "C-GET from AE@host:port"
+
+
+def pull(
+    name: str,
+    node: DicomNode | DicomWebNode,
+    study: str,
+    series: str | None,
+    data: DataDir,
+    *,
+    calling_ae: str,
+) -> Pulled:
+    if isinstance(node, DicomWebNode):
+        return _wado(name, node, study, series, data)
+    return _cget(name, node, study, series, data, calling_ae=calling_ae)
+
+
+def series_in_study(name: str, node: DicomNode | DicomWebNode, study: str, *, calling_ae: str) -> list[str]:
+    """The series UIDs a source node holds for a study (QIDO-RS or C-FIND at SERIES level)."""
+    if isinstance(node, DicomWebNode):
+        try:
+            return _series_of(_dicomweb(node), study)
+        except requests.RequestException as exc:
+            raise DeliveryError(
+                f"QIDO-RS at {public_url(str(node.url))} failed: {type(exc).__name__}",
+                destination=name,
+                retryable=not isinstance(exc, requests.HTTPError) or _retryable(exc),
+            ) from exc
+    return _cfind_series(name, node, study, calling_ae=calling_ae)
+
+
+def _retryable(exc: requests.HTTPError) -> bool:
+    status = exc.response.status_code if exc.response is not None else 0
+    return status in (408, 429) or status >= 500
+
+
+def _dicomweb(node: DicomWebNode) -> Any:
+    from dicomweb_client.api import DICOMwebClient
+
+    session = requests.Session()
+    if node.username is not None and node.password is not None:
+        session.auth = (node.username, node.password.get_secret_value())
+    token = node.token.get_secret_value() if node.token else None
+    if node.token_file is not None:
+        token = node.token_file.read_text(encoding="utf-8").strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = DICOMwebClient(str(node.url), session=session, headers=headers, timeout=node.timeout_s)
+    client.set_http_retry_params(retry=False)  # one attempt: the task layer backs off and retries
+    return client
+
+
+def _cfind_series(name: str, node: DicomNode, study: str, *, calling_ae: str) -> list[str]:
+    from pynetdicom import AE
+
+    ae = AE(ae_title=node.calling_ae_title or calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
+    ae.add_requested_context(_STUDY_ROOT_FIND)
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES"
+    query.StudyInstanceUID = study
+    query.SeriesInstanceUID = ""
+    where = f"{node.ae_title}@{node.host}:{node.port}"
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    if not assoc.is_established:
+        raise DeliveryError(f"C-FIND at {where}: association not accepted", destination=name, retryable=True)
+    found = []
+    try:
+        for status, identifier in assoc.send_c_find(query, _STUDY_ROOT_FIND):
+            if status and status.Status in (0xFF00, 0xFF01) and identifier is not None:
+                found.append(str(identifier.SeriesInstanceUID))
+    finally:
+        assoc.release()
+    return found
+
+
+def _store(data: DataDir, ds: Dataset, counts: Counter[str], name: str) -> None:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    try:
+        store_instance(
+            data,
+            str(ds.StudyInstanceUID),
+            str(ds.SeriesInstanceUID),
+            str(ds.SOPInstanceUID),
+            buffer.getvalue(),
+        )
+    except SpoolError as exc:
+        raise DeliveryError(
+            f"cannot store a pulled instance: {exc}", destination=name, retryable=True
+        ) from exc
+    counts[str(ds.SeriesInstanceUID)] += 1
+
+
+def _wado(name: str, node: DicomWebNode, study: str, series: str | None, data: DataDir) -> Pulled:
+    client = _dicomweb(node)
+    counts: Counter[str] = Counter()
+    where = public_url(str(node.url))
+    try:
+        uids = [series] if series else _series_of(client, study)
+        for uid in uids:
+            for ds in client.iter_series(study, uid):
+                _store(data, ds, counts, name)
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        raise DeliveryError(
+            f"WADO-RS from {where} answered {status}", destination=name, retryable=_retryable(exc)
+        ) from exc
+    except requests.RequestException as exc:
+        raise DeliveryError(
+            f"WADO-RS from {where} failed: {type(exc).__name__}", destination=name, retryable=True
+        ) from exc
+    log.info("pull.done", source=name, study_instance_uid=study, instances=sum(counts.values()))
+    return Pulled(study, dict(counts), f"WADO-RS from {where}")
+
+
+def _series_of(client: Any, study: str) -> list[str]:
+    found = client.search_for_series(study_instance_uid=study, get_remaining=True)
+    return [item["0020000E"]["Value"][0] for item in found if "0020000E" in item]
+
+
+def _cget(
+    name: str, node: DicomNode, study: str, series: str | None, data: DataDir, *, calling_ae: str
+) -> Pulled:
+    from pynetdicom import AE, StoragePresentationContexts, build_role, evt
+
+    counts: Counter[str] = Counter()
+    failures: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        try:
+            dataset = event.dataset
+            dataset.file_meta = event.file_meta
+            _store(data, dataset, counts, name)
+        except DeliveryError as exc:
+            failures.append(exc.reason)
+            return 0xA700  # out of resources: the node keeps the instance and reports the failure
+        return 0x0000
+
+    ae = AE(ae_title=node.calling_ae_title or calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
+    ae.add_requested_context(_STUDY_ROOT_GET)
+    # C-GET receives on the same association: propose storage classes with the SCP role (an
+    # association holds at most 128 presentation contexts, one of them the C-GET itself)
+    roles: list[Any] = []
+    for context in StoragePresentationContexts[:127]:
+        syntax = context.abstract_syntax
+        assert syntax is not None
+        ae.add_requested_context(syntax)
+        roles.append(build_role(syntax, scp_role=True))
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES" if series else "STUDY"
+    query.StudyInstanceUID = study
+    if series:
+        query.SeriesInstanceUID = series
+    where = f"{node.ae_title}@{node.host}:{node.port}"
+    assoc = ae.associate(
+        node.host,
+        node.port,
+        ae_title=node.ae_title,
+        ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )
+    if not assoc.is_established:
+        raise DeliveryError(f"C-GET from {where}: association not accepted", destination=name, retryable=True)
+    try:
+        statuses = [status for status, _ in _responses(assoc.send_c_get(query, _STUDY_ROOT_GET))]
+    finally:
+        assoc.release()
+    final = statuses[-1] if statuses else None
+    if final is None or final.Status not in (0x0000, 0xB000):
+        code = f"0x{final.Status:04X}" if final is not None else "no response"
+        raise DeliveryError(f"C-GET from {where} ended with {code}", destination=name, retryable=True)
+    if failures:
+        raise DeliveryError(failures[0], destination=name, retryable=True)
+    log.info("pull.done", source=name, study_instance_uid=study, instances=sum(counts.values()))
+    return Pulled(study, dict(counts), f"C-GET from {where}")
+
+
+def _responses(
+    responses: Iterator[tuple[Dataset, Dataset | None]],
+) -> Iterator[tuple[Dataset, Dataset | None]]:
+    for status, identifier in responses:
+        if status:  # an empty status means the association broke
+            yield status, identifier
