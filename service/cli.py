@@ -131,6 +131,24 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1, help="worker processes (default 1)")
     worker.add_argument("--name", help="worker node name (default: mipgw@<host>)")
     worker.set_defaults(handler="service.commands.worker:run_worker")
+
+    scp = sub.add_parser("scp", help="the DICOM listener: C-ECHO and C-STORE into the spool, series queued")
+    scp.add_argument(
+        "--port", type=int, help="port (default: listener.port, 11112; 0 = any free port, printed)"
+    )
+    scp.add_argument("--bind", metavar="ADDR", help="address to listen on (default: listener.bind, 0.0.0.0)")
+    scp.add_argument("--ae-title", metavar="AE", help="our AE title (default: ae_title, MIPGW)")
+    scp.set_defaults(handler="service.commands.scp:run_scp")
+
+    api = sub.add_parser("api", help="the HTTP API: STOW-RS in, jobs, SEGs and previews out, health, metrics")
+    api.add_argument("--port", type=int, help="port (default: api.port, 8080; 0 = any free port, printed)")
+    api.add_argument("--bind", metavar="ADDR", help="address to listen on (default: api.bind, 0.0.0.0)")
+    api.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without API keys when none is configured (trusted networks and demos only)",
+    )
+    api.set_defaults(handler="service.commands.api:run_api")
     return parser
 
 
