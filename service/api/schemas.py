@@ -1,0 +1,194 @@
+"""The JSON bodies of the jobs routes (pydantic at the edge; the store hands out frozen views)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from workers.jobs import DeliveryState, JobState, Priority, Route, Stage
+from workers.store import AuditEntry, DeliveryView, JobView, ResultView, StageView
+
+__all__ = [
+    "BulkRetry",
+    "DeliveryOut",
+    "JobDetail",
+    "JobList",
+    "JobSummary",
+    "ResultOut",
+    "SegmentOut",
+    "SkippedRetry",
+    "StageOut",
+    "StateChange",
+]
+
+
+class JobSummary(BaseModel):
+    id: str
+    state: JobState
+    study_instance_uid: str
+    series_instance_uid: str
+    rule: str | None = Field(description="the rule this job runs (set once rules were matched)")
+    rules: list[str] = Field(description="every rule that fired for the series")
+    route: Route
+    calling_ae: str | None
+    source: str
+    instance_count: int
+    completion_reason: str | None = Field(description="why the series was judged complete")
+    endpoint: str | None
+    model: str | None
+    priority: Priority
+    stage: Stage | None
+    attempts: int
+    error: str | None
+    error_stage: Stage | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: JobView) -> JobSummary:
+        return cls(
+            id=job.id,
+            state=job.state,
+            study_instance_uid=job.study_instance_uid,
+            series_instance_uid=job.series_instance_uid,
+            rule=job.rule,
+            rules=list(job.rules),
+            route=job.route,
+            calling_ae=job.calling_ae_title,
+            source=job.source,
+            instance_count=job.instance_count,
+            completion_reason=job.completion_reason,
+            endpoint=job.endpoint,
+            model=job.model,
+            priority=job.priority,
+            stage=job.stage,
+            attempts=job.attempts,
+            error=job.error,
+            error_stage=job.error_stage,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    limit: int
+    offset: int
+
+
+class StateChange(BaseModel):
+    state: JobState
+    from_state: JobState | None
+    at: datetime
+    actor: str
+    event: str
+    error: str | None = None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> StateChange:
+        assert entry.to_state is not None
+        error = (entry.detail or {}).get("error")
+        return cls(
+            state=entry.to_state,
+            from_state=entry.from_state,
+            at=entry.at,
+            actor=entry.actor,
+            event=entry.event,
+            error=str(error) if error is not None else None,
+        )
+
+
+class StageOut(BaseModel):
+    stage: Stage
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    seconds: float | None
+
+    @classmethod
+    def of(cls, stage: StageView) -> StageOut:
+        return cls(
+            stage=stage.stage,
+            attempt=stage.attempt,
+            started_at=stage.started_at,
+            finished_at=stage.finished_at,
+            seconds=stage.seconds,
+        )
+
+
+class SegmentOut(BaseModel):
+    segment_number: int | None = Field(description="None: the segment was empty and left out of the SEG")
+    prompt: str
+    category: str = Field(description="the category the endpoint reported (text_features)")
+    pixel_count: int
+    volume_ml: float | None
+    empty: bool
+
+
+class ResultOut(BaseModel):
+    index: int = Field(description="use as ?index= on the seg and preview routes")
+    seg_sop_instance_uid: str
+    seg_series_instance_uid: str
+    created_at: datetime
+    segments: list[SegmentOut]
+
+    @classmethod
+    def of(cls, index: int, result: ResultView) -> ResultOut:
+        return cls(
+            index=index,
+            seg_sop_instance_uid=result.seg_sop_instance_uid,
+            seg_series_instance_uid=result.seg_series_instance_uid,
+            created_at=result.created_at,
+            segments=[
+                SegmentOut(
+                    segment_number=s.segment_number,
+                    prompt=s.prompt,
+                    category=s.category,
+                    pixel_count=s.pixel_count,
+                    volume_ml=s.volume_ml,
+                    empty=s.empty,
+                )
+                for s in result.segments
+            ],
+        )
+
+
+class DeliveryOut(BaseModel):
+    destination: str
+    state: DeliveryState
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, delivery: DeliveryView) -> DeliveryOut:
+        return cls(
+            destination=delivery.destination,
+            state=delivery.state,
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            delivered_at=delivery.delivered_at,
+            created_at=delivery.created_at,
+            updated_at=delivery.updated_at,
+        )
+
+
+class JobDetail(JobSummary):
+    states: list[StateChange] = Field(description="every state the job entered, from the audit log")
+    stages: list[StageOut] = Field(description="every attempt of every stage, with its timing")
+    results: list[ResultOut]
+    deliveries: list[DeliveryOut]
+
+
+class SkippedRetry(BaseModel):
+    id: str
+    reason: str
+
+
+class BulkRetry(BaseModel):
+    state: JobState
+    retried: list[str]
+    skipped: list[SkippedRetry]
