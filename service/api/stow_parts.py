@@ -1,16 +1,8 @@
 """One STOW-RS part, once its bytes are in a temp file: read, check, spool, hand to the intake.
 
-Failure reasons (FailureReason (0008,1197), PS3.18 Table I.2-2; the conformance statement of the
-gateway is this table):
-
-    0x0110  processing failure    stored, but the intake could not take it (job store down): resend
-    0xA700  out of resources      the spool could not store it (disk full, I/O error, below the reserve)
-    0xA900  data set invalid      DICOM, but unusable: missing or malformed UIDs, an impossible pixel
-                                  module, pixel data cut short
-    0xA901  study mismatch        ``/studies/{study}``: the instance belongs to another study (the code
-                                  Microsoft's DICOM service uses for the same case)
-    0xC000  cannot understand     not DICOM, a part of another media type, or a part cut off by the
-                                  end of the body
+Failure reasons are :class:`FailureReason` (FailureReason (0008,1197), PS3.18 Table I.2-2), each
+with its meaning; 0xA901 for an instance of another study is the code Microsoft's DICOM service uses
+for the same case. docs/conformance.md renders the table from them.
 """
 
 from __future__ import annotations
@@ -52,6 +44,21 @@ class FailureReason(IntEnum):
     INVALID_INSTANCE = 0xA900
     STUDY_MISMATCH = 0xA901
     CANNOT_UNDERSTAND = 0xC000
+
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
+
+
+_MEANINGS = {
+    FailureReason.PROCESSING_FAILURE: "stored, but the intake could not take it (job store down): resend",
+    FailureReason.OUT_OF_RESOURCES: "the spool could not store it (disk full, I/O error, below the reserve)",
+    FailureReason.INVALID_INSTANCE: (
+        "DICOM, but unusable: missing or malformed UIDs, an impossible pixel module, pixel data cut short"
+    ),
+    FailureReason.STUDY_MISMATCH: "`/studies/{study}`: the instance belongs to another study",
+    FailureReason.CANNOT_UNDERSTAND: "not DICOM, a part of another media type, or a part cut off",
+}
 
 
 @dataclass(frozen=True, slots=True)
