@@ -157,6 +157,13 @@ class CompletionTracker:
                     done.append(self._finish(uid, f"association released; {stack}"))
         return done
 
+    def association_aborted(self, association: str) -> None:
+        """An aborted association no longer holds its series open; they are left to the idle timer.
+
+        Unlike a release, an abort never completes a series: the sender did not say it was done."""
+        with self._lock:
+            self._open.discard(association)
+
     def complete(self, series_instance_uid: str, reason: str) -> CompletedSeries | None:
         """Declare a series complete (a STOW request that carried it whole)."""
         with self._lock:

@@ -55,6 +55,9 @@ class Intake:
     def association_released(self, association: str) -> list[JobView]:
         return [self.submit(c) for c in self.tracker.association_released(association)]
 
+    def association_aborted(self, association: str) -> None:
+        self.tracker.association_aborted(association)
+
     def request_complete(self, series_uids: list[str], reason: str) -> list[JobView]:
         done = [self.tracker.complete(uid, reason) for uid in series_uids]
         return [self.submit(c) for c in done if c is not None]

@@ -206,7 +206,7 @@ class DicomListener:
         if not assoc.accepted:
             return
         if not assoc.released:
-            _forget_association(self.intake, assoc.association_id)
+            self.intake.association_aborted(assoc.association_id)  # its series go to the idle timer
         stats = assoc.receiver.stats
         assoc.log.info(
             "scp.association_ended",
@@ -295,21 +295,6 @@ def _on_echo(event: Event) -> int:
 def _on_stock_store(event: Event) -> int:
     # Only a C-STORE request without a data set reaches pynetdicom's own path.
     return StoreOutcome.UNREADABLE_DATA_SET.status
-
-
-def _forget_association(intake: Intake, association: str) -> None:
-    """An aborted association no longer holds its series open; they are left to the idle timer.
-
-    Neither Intake nor CompletionTracker has a call for this yet (release would complete series,
-    which an abort must not): reach into the tracker under its lock until one exists.
-    """
-    forget = getattr(intake, "association_aborted", None)
-    if callable(forget):
-        forget(association)
-        return
-    tracker = intake.tracker
-    with tracker._lock:
-        tracker._open.discard(association)
 
 
 def _ssl_context(listener: ListenerSettings) -> ssl.SSLContext | None:

@@ -79,6 +79,20 @@ def test_idle_timer_is_the_fallback_and_waits_for_open_associations() -> None:
     assert done.reason == "no new instance for 30 s"
 
 
+def test_an_abort_never_completes_but_frees_the_series_for_the_idle_timer() -> None:
+    clock = Clock()
+    tracker = CompletionTracker(idle_s=30, clock=clock)
+    tracker.association_opened("a1")
+    for n, z in enumerate([0.0, 1.5, 3.0]):  # a regular stack: a release would complete it
+        tracker.arrived(_facts(n, position=z))
+    tracker.association_aborted("a1")
+    assert tracker.due() == []
+    assert tracker.pending() == 1
+    clock.now += 31
+    (done,) = tracker.due()
+    assert done.reason == "no new instance for 30 s"
+
+
 def test_late_instances_start_a_new_run() -> None:
     clock = Clock()
     tracker = CompletionTracker(idle_s=5, clock=clock)
