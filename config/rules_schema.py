@@ -150,6 +150,9 @@ class Rule(StrictModel):
     enabled: bool = True
     priority: Annotated[Priority, BeforeValidator(_lower)] = Priority.ROUTINE
     stop: bool = False
+    # the idle timer of series this rule fires for, instead of listener.completion_idle_s (e.g. longer
+    # for ultrasound, whose images trickle in during the exam)
+    completion_idle_s: float | None = Field(default=None, gt=0, le=24 * 3600)
     match: Condition
     action: Action
 

@@ -11,7 +11,9 @@ strongest first:
    in one association is done when it lets go;
 3. a STOW-RS request carries whole series: complete on arrival;
 4. otherwise an idle timer (default 30 s) after the last instance, with no association still
-   sending to the series.
+   sending to the series. A rule may set its own (``completion_idle_s``): an :class:`IdlePolicy`
+   evaluates the rules on the series as received so far once it has been idle for the shortest
+   timer in force, and the longest timer of the rules that fire is the one that applies.
 
 A series that completed and then receives more instances starts a new run (its job will hold every
 instance received; the SEG then joins the same SEG series as a newer instance).
@@ -24,13 +26,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+import structlog
 from pydicom.dataset import Dataset
 
 from workers.jobs import Route
 
-__all__ = ["ArrivalFacts", "CompletedSeries", "CompletionTracker", "facts_from_header"]
+__all__ = [
+    "ArrivalFacts",
+    "CompletedSeries",
+    "CompletionTracker",
+    "IdleChoice",
+    "IdlePolicy",
+    "PendingSeries",
+    "facts_from_header",
+]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +109,40 @@ class CompletedSeries:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class PendingSeries:
+    """A series the idle timer is about to judge, as an :class:`IdlePolicy` sees it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    route: Route
+    calling_ae: str | None
+    instances: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdleChoice:
+    seconds: float
+    rule: str | None = None  # the rule that asked for this timer; None: the listener's default
+
+    @property
+    def reason(self) -> str:
+        why = f" (idle timer of rule {self.rule})" if self.rule else ""
+        return f"no new instance for {self.seconds:g} s{why}"
+
+
+class IdlePolicy(Protocol):
+    """Per-rule idle timers (``completion_idle_s``)."""
+
+    def shortest(self) -> float | None:
+        """The shortest timer any rule in force asks for; None when no rule sets one."""
+        ...
+
+    def idle_for(self, series: PendingSeries) -> IdleChoice | None:
+        """The timer of the rules that fire for the series as received; None: the default."""
+        ...
+
+
 @dataclass
 class _Series:
     study: str
@@ -104,14 +152,22 @@ class _Series:
     associations: set[str] = field(default_factory=set)
     announced: int | None = None
     last_at: float = 0.0
+    idle: IdleChoice | None = None  # decided for the instances received so far
 
 
 class CompletionTracker:
     """Thread-safe; the clock is injectable so the timer logic is tested without sleeping."""
 
-    def __init__(self, *, idle_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        idle_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        policy: IdlePolicy | None = None,
+    ) -> None:
         self.idle_s = idle_s
         self._clock = clock
+        self._policy = policy
         self._series: dict[str, _Series] = {}
         self._open: set[str] = set()
         self._lock = threading.Lock()
@@ -132,6 +188,7 @@ class CompletionTracker:
                 state = _Series(facts.study_instance_uid, facts.route, facts.calling_ae)
                 self._series[facts.series_instance_uid] = state
             state.positions[facts.sop_instance_uid] = facts.position
+            state.idle = None  # the series changed: the rules that fire may change too
             if facts.association:
                 state.associations.add(facts.association)
             if facts.announced:
@@ -170,14 +227,46 @@ class CompletionTracker:
             return self._finish(series_instance_uid, reason) if series_instance_uid in self._series else None
 
     def due(self) -> list[CompletedSeries]:
-        """Series idle for ``idle_s`` with no association still sending to them."""
+        """Series idle for their timer with no association still sending to them."""
+        default = IdleChoice(self.idle_s)
+        shortest = self._policy.shortest() if self._policy is not None else None
+        first_look = min(self.idle_s, shortest) if shortest is not None else self.idle_s
         now = self._clock()
-        done = []
+        done: list[CompletedSeries] = []
+        undecided: list[PendingSeries] = []
         with self._lock:
             for uid, state in list(self._series.items()):
-                if now - state.last_at >= self.idle_s and not self._still_sending(state):
-                    done.append(self._finish(uid, f"no new instance for {self.idle_s:g} s"))
+                if self._still_sending(state):
+                    continue
+                idle = now - state.last_at
+                if state.idle is not None:
+                    if idle >= state.idle.seconds:
+                        done.append(self._finish(uid, state.idle.reason))
+                elif idle >= first_look:
+                    if self._policy is None:
+                        done.append(self._finish(uid, default.reason))
+                    else:
+                        n = len(state.positions)
+                        undecided.append(PendingSeries(state.study, uid, state.route, state.calling_ae, n))
+        # the policy reads headers from disk: never while holding the lock arrivals need
+        for pending in undecided:
+            choice = self._decide(pending) or default
+            with self._lock:
+                state = self._series.get(pending.series_instance_uid)
+                if state is None or len(state.positions) != pending.instances:
+                    continue  # grew meanwhile: decided again at a later tick
+                state.idle = choice
+                if self._clock() - state.last_at >= choice.seconds and not self._still_sending(state):
+                    done.append(self._finish(pending.series_instance_uid, choice.reason))
         return done
+
+    def _decide(self, pending: PendingSeries) -> IdleChoice | None:
+        assert self._policy is not None
+        try:
+            return self._policy.idle_for(pending)
+        except Exception:  # a rules or disk problem must not hold a series forever: the default applies
+            log.exception("completion.idle_policy_failed", series=pending.series_instance_uid)
+            return None
 
     def _still_sending(self, state: _Series) -> bool:
         return bool(state.associations & self._open)
