@@ -252,11 +252,11 @@ class CompletionTracker:
         for pending in undecided:
             choice = self._decide(pending) or default
             with self._lock:
-                state = self._series.get(pending.series_instance_uid)
-                if state is None or len(state.positions) != pending.instances:
+                current = self._series.get(pending.series_instance_uid)
+                if current is None or len(current.positions) != pending.instances:
                     continue  # grew meanwhile: decided again at a later tick
-                state.idle = choice
-                if self._clock() - state.last_at >= choice.seconds and not self._still_sending(state):
+                current.idle = choice
+                if self._clock() - current.last_at >= choice.seconds and not self._still_sending(current):
                     done.append(self._finish(pending.series_instance_uid, choice.reason))
         return done
 

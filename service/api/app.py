@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
-from service.api import health, jobs, metrics, stow
+from service.api import health, jobs, metrics, pulls, stow
 from service.api.auth import NO_KEYS, ApiKeys, NoApiKeysError
 from service.api.context import ApiContext
 from service.api.health import BrokerProbe, Readiness
@@ -88,6 +88,7 @@ def create_app(
     app.state.context = context
     for module in (stow, jobs, health, metrics):
         app.include_router(module.router)
+    pulls.document_pull_choices(app, settings)
     install_problem_handlers(app)
     app.add_middleware(_RequestContext, context=context)
     return app

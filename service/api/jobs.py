@@ -1,5 +1,6 @@
 """The jobs routes: read them, fetch their SEGs and a preview, replay them.
 
+    POST /jobs                       pull a study (or a series) from a source node: one job per series
     GET  /jobs                       newest first; ?state= (repeat), study, series, since, limit, offset
     GET  /jobs/{id}                  states (audit log), stages with timings, rules, results, deliveries
     GET  /jobs/{id}/seg              the SEG (application/dicom); several: ?index=n, or all as multipart
@@ -7,9 +8,10 @@
     POST /jobs/{id}/retry            a job in a final state back to queued, and queued (409 otherwise)
     POST /jobs/retry?state=failed    the same for every job in that final state; returns the ids
 
-``POST /jobs`` (pull a study from a named node) joins this router with the pull code: it shares the
-key dependency and the JobSummary answer. Store errors (unknown job, a state that does not allow
-the move) become problems in :mod:`service.api.problems`; nothing is caught here.
+``POST /jobs`` shares the key dependency and the JobSummary answer with the reads; what a pull
+request becomes (checks, idempotency, series, jobs) is :mod:`service.api.pulls`. Store errors
+(unknown job, a state that does not allow the move) become problems in :mod:`service.api.problems`;
+nothing is caught here.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 import structlog
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
+from service.api import pulls
 from service.api.auth import Scope, require_key
 from service.api.context import ApiContext, get_context
 from service.api.preview import render_preview
@@ -32,7 +35,9 @@ from service.api.schemas import (
     DeliveryOut,
     JobDetail,
     JobList,
+    JobsCreated,
     JobSummary,
+    PullRequest,
     ResultOut,
     SkippedRetry,
     StageOut,
@@ -62,6 +67,7 @@ Context = Annotated[ApiContext, Depends(get_context)]
 FinalState = Literal["done", "no_findings", "failed", "rejected", "skipped", "delivery_failed"]
 assert set(get_args(FinalState)) == set(FINAL_STATES)  # the schema offers exactly the final states
 UidQuery = Query(min_length=1, max_length=64, pattern=r"^[0-9.]+$")
+_LOCATION = {"Location": {"description": "the first job", "schema": {"type": "string"}}}
 IndexQuery = Query(ge=0, le=10_000, description="which SEG (see results[].index)")
 
 router = APIRouter(
@@ -93,6 +99,59 @@ def get_jobs(
             offset=offset,
         )
     return JobList(jobs=[JobSummary.of(job) for job in jobs], limit=limit, offset=offset)
+
+
+@router.post(
+    "",
+    response_model=JobsCreated,
+    status_code=201,
+    summary="pull a study (or one series) from a source node: one job per series",
+    responses={
+        200: {
+            "model": JobsCreated,
+            "description": "the jobs an earlier request with this Idempotency-Key made",
+            "headers": _LOCATION,
+        },
+        201: {
+            "description": "the jobs made, each in state received, their pulls queued",
+            "headers": _LOCATION,
+        },
+        **problem_responses(404, 409, 502),
+    },
+)
+def post_jobs(
+    context: Context,
+    body: PullRequest,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=128,
+            pattern=r"^[!-~]+$",
+            description="the same key and body give back the same jobs (200); another body is 409",
+        ),
+    ] = None,
+) -> JobsCreated:
+    # a sync route runs in the thread pool: the source query (QIDO-RS / C-FIND) never blocks the loop
+    planned = pulls.plan(context.settings, body, idempotency_key)
+    with structlog.contextvars.bound_contextvars(
+        study_instance_uid=body.study_instance_uid, source=body.source
+    ):
+        jobs = pulls.replayed(context.store, planned)
+        if jobs is not None:
+            response.status_code = 200
+            log.info("jobs.pull_replayed", jobs=len(jobs))
+        else:
+            series = pulls.resolve_series(planned, calling_ae=context.settings.ae_title)
+            jobs, created = pulls.create_jobs(context.store, planned, series, actor=context.actor)
+            for job_id in created:  # after the commit: the worker finds the job received
+                context.enqueue.pull(job_id)
+            if not created:  # a twin request with the same key made them first
+                response.status_code = 200
+            log.info("jobs.pull_requested", series=len(series), jobs=len(jobs), queued=len(created))
+    response.headers["Location"] = f"/jobs/{jobs[0].id}"
+    return JobsCreated(jobs=[JobSummary.of(job) for job in jobs])
 
 
 @router.post(

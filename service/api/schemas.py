@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from dicom_io.uids import is_valid_uid
 from workers.jobs import DeliveryState, JobState, Priority, Route, Stage
 from workers.store import AuditEntry, DeliveryView, JobView, ResultView, StageView
 
@@ -15,12 +17,65 @@ __all__ = [
     "JobDetail",
     "JobList",
     "JobSummary",
+    "JobsCreated",
+    "PullRequest",
     "ResultOut",
     "SegmentOut",
     "SkippedRetry",
     "StageOut",
     "StateChange",
 ]
+
+
+UID_PATTERN = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
+RULE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+def _uid(value: str) -> str:
+    if not is_valid_uid(value):
+        raise ValueError("not a DICOM UID: digits and dots, no leading zeros, at most 64 characters")
+    return value
+
+
+# the pattern is documented for clients and fuzzers; is_valid_uid is what decides
+Uid = Annotated[
+    str,
+    Field(json_schema_extra={"pattern": UID_PATTERN, "minLength": 1, "maxLength": 64}),
+    AfterValidator(_uid),
+]
+
+
+class PullRequest(BaseModel):
+    """``POST /jobs``: fetch a study (or one of its series) from a configured source node."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"study_instance_uid": "1.2.826.0.1.3680043.8.498.1", "source": "pacs"},
+                {
+                    "study_instance_uid": "1.2.826.0.1.3680043.8.498.1",
+                    "series_instance_uid": "1.2.826.0.1.3680043.8.498.2",
+                    "source": "pacs",
+                    "rules": ["ct-abdomen-organs-3d"],
+                    "priority": "stat",
+                },
+            ]
+        },
+    )
+
+    study_instance_uid: Uid
+    series_instance_uid: Uid | None = Field(
+        default=None, description="pull this series only; without it, every series of the study"
+    )
+    source: str = Field(min_length=1, max_length=64, description="a node configured under `sources`")
+    rules: list[Annotated[str, Field(min_length=1, max_length=64, pattern=RULE_NAME_PATTERN)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="run these rules (one job per series and rule); without: match the rules as usual",
+    )
+    priority: Priority | None = Field(default=None, description="default: the rule's, else routine")
 
 
 class JobSummary(BaseModel):
@@ -69,6 +124,10 @@ class JobSummary(BaseModel):
             created_at=job.created_at,
             updated_at=job.updated_at,
         )
+
+
+class JobsCreated(BaseModel):
+    jobs: list[JobSummary] = Field(description="one job per series (and per rule when rules are named)")
 
 
 class JobList(BaseModel):
