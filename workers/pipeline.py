@@ -245,10 +245,10 @@ def _match(job: JobView, series: Series, deps: Deps) -> Rule | None:
     """The rule this job runs; extra rules that fire become jobs of their own."""
     rules = deps.rules.current()
     if job.rule is not None:
-        rule = rules.get(job.rule)
-        if rule is None:
-            raise ValueError(f"rule {job.rule!r} is no longer in the rules file")
-        return rule
+        try:
+            return rules.get(job.rule)
+        except KeyError:
+            raise ValueError(f"rule {job.rule!r} is no longer in the rules file") from None
     with _timed(job, Stage.MATCH, deps):
         report = evaluate(rules, facts_for(series, route=job.route, calling_ae=job.calling_ae_title))
     fired = list(report.fired)

@@ -51,6 +51,7 @@ def pull_job(job_id: str, deps: Deps) -> JobState:
             job_id,
             actor=deps.actor,
             spool_path=deps.data.relative(folder),
+            instance_count=count,
             completion_reason=f"pulled by {pulled.how}: {count} instance(s)",
         )
         job = transition(s, job_id, JobState.QUEUED, actor=deps.actor, stage=Stage.LOAD)

@@ -3,7 +3,8 @@
 Redis hands a task back after its visibility timeout; the embedded SQLite broker forgets a message a
 killed worker had taken. Either way the job store knows: a job still ``queued`` or ``running`` that
 nobody touched for longer than the visibility timeout, or a delivery still ``pending``/``sending``,
-is queued again. Tasks are idempotent, so an unlucky duplicate costs time, never a second result.
+is queued again; so is the pull of a ``received`` job (``POST /jobs``) whose task never ran — the
+broker may have been down when the API queued it. Tasks are idempotent, so an unlucky duplicate costs time, never a second result.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import datetime as dt
 
 import structlog
 
-from workers.jobs import DeliveryState, JobState
+from workers.jobs import DeliveryState, JobState, Route
 from workers.pipeline import Deps
 from workers.store import deliveries_for, list_jobs
 
@@ -30,7 +31,9 @@ def sweep(deps: Deps, *, now: dt.datetime | None = None, stale_after_s: float | 
         stale = [
             job
             for job in list_jobs(
-                s, state=(JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING), limit=10_000
+                s,
+                state=(JobState.RECEIVED, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING),
+                limit=10_000,
             )
             if job.updated_at < cutoff
         ]
@@ -44,6 +47,10 @@ def sweep(deps: Deps, *, now: dt.datetime | None = None, stale_after_s: float | 
                 ):
                     deps.enqueue.deliver(job.id, delivery.destination)
                     requeued += 1
+        elif job.state is JobState.RECEIVED:
+            if job.route is Route.API:  # a POST /jobs job waiting for its pull
+                deps.enqueue.pull(job.id)
+                requeued += 1
         else:
             deps.enqueue.process(job.id, job.priority)
             requeued += 1

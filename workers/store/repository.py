@@ -180,6 +180,7 @@ def update_job(
     completion_reason: str | None = None,
     spool_path: str | None = None,
     seg_path: str | None = None,
+    instance_count: int | None = None,
 ) -> JobView:
     """Record what the pipeline learned (the rule that matched, the endpoint, the paths); ``None``
     leaves a field as it is. Not a state change: the version is not bumped."""
@@ -192,6 +193,7 @@ def update_job(
         "completion_reason": completion_reason,
         "spool_path": relative_path(spool_path),
         "seg_path": relative_path(seg_path),
+        "instance_count": instance_count,
     }
     changes = {name: value for name, value in changes.items() if value is not None}
     job = load_job(session, job_id)
