@@ -375,6 +375,18 @@ class Orthanc(_Peer):
         response.raise_for_status()
         return response.content
 
+    def set_modality(self, name: str, aet: str, port: int) -> None:
+        """Add or change a modality at 127.0.0.1 while running (a peer whose port is known only later)."""
+        response = self.client.put(f"/modalities/{name}", json={"AET": aet, "Host": LOOPBACK, "Port": port})
+        response.raise_for_status()
+        self.modalities[name] = (aet, port)
+
+    def upload(self, path: Path) -> dict[str, Any]:
+        """Store a Part 10 file through the REST API; Orthanc's answer (``ID``, ``ParentStudy``...)."""
+        response = self.client.post("/instances", content=Path(path).read_bytes())
+        response.raise_for_status()
+        return dict(response.json())
+
     def dicom_node(self, **overrides: Any) -> DicomNode:
         values: dict[str, Any] = {
             "ae_title": self.aet,
