@@ -4,12 +4,14 @@ One set-up for the module: ``mip-gateway scp``, ``api`` and ``worker`` as separa
 data directory, Redis as the broker (a database of our own, flushed before and after), a fresh
 PostgreSQL database as the job store (created and dropped here), ``mip-gateway mock-endpoint`` as the
 3D model, and Orthanc (with DICOMweb and basic auth) as the PACS: the destination of DIMSE-routed
-SEGs (C-STORE, node ``pacs``) and of STOW-routed SEGs (STOW-RS, node ``pacsweb``), and a sender itself.
+SEGs (C-STORE, node ``pacs``) and of STOW-routed SEGs (STOW-RS, node ``pacsweb``), a sender itself,
+and the source ``POST /jobs`` pulls from (WADO-RS, node ``orthanc-web``; C-GET, node ``orthanc-dimse``).
 
 What goes in: dcmtk ``storescu`` and Orthanc's own C-STORE to the listener, ``dicomweb-client``
-STOW-RS to the API. What must come back: a DICOM SEG in Orthanc that references the source series and
-passes dciodvfy. What must be refused: a calling AE not in the allow-list (at association), a wrong
-API key (401 problem JSON), and a StudyInstanceUID that would climb out of the spool (``../``).
+STOW-RS to the API, and ``POST /jobs`` for a study Orthanc holds. What must come back: a DICOM SEG in
+Orthanc that references the source series and passes dciodvfy. What must be refused: a calling AE not
+in the allow-list (at association), a wrong API key (401 problem JSON), and a StudyInstanceUID that
+would climb out of the spool (``../``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ GATEWAY_AET = "MIPGW"
 SENDER_AET = "STORESCU"  # dcmtk storescu's calling AE in these tests
 ALLOWED_CALLING_AES = (SENDER_AET, "ORTHANC")
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk 3.6.7 leaves Nagle on otherwise
+WEB_SOURCE, DIMSE_SOURCE = "orthanc-web", "orthanc-dimse"  # POST /jobs sources: WADO-RS, C-GET
 SEG_TIMEOUT_S = 240.0  # a shared 2-core machine: generous, never a timing assertion
 
 _SEG = (
@@ -71,6 +74,13 @@ rules:
         - {{kind: volume}}
         - {{route: [stow]}}
     action: {{{_SEG}, destinations: [pacsweb]}}
+  - name: e2e-ct-liver-pulled
+    match:
+      all:
+        - {{attribute: Modality, equals: CT}}
+        - {{kind: volume}}
+        - {{route: [api]}}
+    action: {{{_SEG}, destinations: [pacs]}}
 """
 
 
@@ -139,6 +149,19 @@ def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
                     "MIPGW_DESTINATIONS__PACSWEB__URL": pacs.dicomweb_url,
                     "MIPGW_DESTINATIONS__PACSWEB__USERNAME": ORTHANC_USER,
                     "MIPGW_DESTINATIONS__PACSWEB__PASSWORD": ORTHANC_PASSWORD,
+                    # POST /jobs pulls from the same Orthanc: WADO-RS, and C-GET as the "mipgw" modality
+                    "MIPGW_SOURCES": json.dumps(
+                        {
+                            # not model_dump: it would write the password as "**********"
+                            WEB_SOURCE: {
+                                "kind": "dicomweb",
+                                "url": pacs.dicomweb_url,
+                                "username": ORTHANC_USER,
+                                "password": ORTHANC_PASSWORD,
+                            },
+                            DIMSE_SOURCE: pacs.dicom_node().model_dump(mode="json"),
+                        }
+                    ),
                 },
             )
             with GatewayProcesses(work, env) as gateway:
@@ -376,6 +399,43 @@ def test_stow_rs_in_seg_stored_back_by_stow_rs(front_door: FrontDoor, tmp_path: 
     # STOW-RS into Orthanc leaves no calling AE behind (a C-STORE would have left ours)
     origin = front_door.pacs.client.get(f"/instances/{orthanc_id}/metadata/RemoteAET")
     assert origin.status_code == 404 or origin.text != GATEWAY_AET
+
+
+@pytest.mark.parametrize(
+    ("source", "how", "seed"),
+    [(WEB_SOURCE, "WADO-RS", 26), (DIMSE_SOURCE, "C-GET", 27)],
+    ids=["wado-rs", "c-get"],
+)
+def test_post_jobs_pulls_a_study_from_orthanc_and_stores_a_seg_back(
+    front_door: FrontDoor, tmp_path: Path, source: str, how: str, seed: int
+) -> None:
+    files, first = _ct(tmp_path / "ct", seed=seed)
+    (study_id,) = {front_door.pacs.upload(path)["ParentStudy"] for path in files}
+    study = front_door.pacs.client.get(f"/studies/{study_id}")
+    study.raise_for_status()
+    assert len(study.json()["Series"]) == 1  # only the CT: the series the request must resolve to
+
+    with front_door.api() as api:
+        response = api.post("/jobs", json={"study_instance_uid": first.StudyInstanceUID, "source": source})
+    assert response.status_code == 201, response.text
+    (created,) = response.json()["jobs"]
+    assert created["series_instance_uid"] == first.SeriesInstanceUID
+    assert (created["state"], created["route"], created["source"]) == ("received", "api", source)
+
+    # the SEG is a new series of the same study in Orthanc: waited for by the series it references
+    seg, orthanc_id = _seg_in_orthanc(front_door, first.StudyInstanceUID, first.SeriesInstanceUID)
+    _assert_seg_of(seg, files, tmp_path)
+    job = _final_job(front_door, first.SeriesInstanceUID)
+    assert job["id"] == created["id"]
+    _assert_done(job, seg, route="api", destination="pacs")
+    assert job["source"] == source
+    assert job["instance_count"] == len(files)
+    assert job["completion_reason"].startswith(f"pulled by {how} from "), job["completion_reason"]
+    assert job["completion_reason"].endswith(f": {len(files)} instance(s)")
+    assert [state["state"] for state in job["states"]][:2] == ["received", "queued"]
+    origin = front_door.pacs.client.get(f"/instances/{orthanc_id}/metadata/RemoteAET")
+    assert origin.status_code == 200
+    assert origin.text == GATEWAY_AET  # delivered by C-STORE, from us
 
 
 # --- refusals --------------------------------------------------------------------------------------
