@@ -8,7 +8,8 @@ strongest first:
    instance that carries the whole series in its frames;
 2. the sending association is released and the slices received form a regular stack with no gap
    (two or more positions evenly spaced along the normal) — a modality or PACS that sends a series
-   in one association is done when it lets go;
+   in one association is done when it lets go; one that splits it across parallel associations
+   (same calling AE) is done when the last of those open at the release has ended;
 3. a STOW-RS request carries whole series: complete on arrival;
 4. otherwise an idle timer (default 30 s) after the last instance, with no association still
    sending to the series. A rule may set its own (``completion_idle_s``): an :class:`IdlePolicy`
@@ -153,6 +154,8 @@ class _Series:
     announced: int | None = None
     last_at: float = 0.0
     idle: IdleChoice | None = None  # decided for the instances received so far
+    # released by a sender whose other associations, open at the time, may still carry part of it
+    siblings: set[str] = field(default_factory=set)
 
 
 class CompletionTracker:
@@ -170,15 +173,18 @@ class CompletionTracker:
         self._policy = policy
         self._series: dict[str, _Series] = {}
         self._open: set[str] = set()
+        self._callers: dict[str, str] = {}  # open association -> its calling AE, when known
         self._lock = threading.Lock()
 
     def pending(self) -> int:
         with self._lock:
             return len(self._series)
 
-    def association_opened(self, association: str) -> None:
+    def association_opened(self, association: str, calling_ae: str | None = None) -> None:
         with self._lock:
             self._open.add(association)
+            if calling_ae:
+                self._callers[association] = calling_ae
 
     def arrived(self, facts: ArrivalFacts) -> CompletedSeries | None:
         """Record an instance; a series that thereby reaches its announced size is complete now."""
@@ -202,12 +208,25 @@ class CompletionTracker:
         return None
 
     def association_released(self, association: str) -> list[CompletedSeries]:
-        """Series this association sent whose slices form a complete regular stack."""
+        """Series this association sent whose slices form a complete regular stack.
+
+        A sender may split a series across parallel associations, and every fourth slice of a stack is
+        a regular stack too: while another association of the same calling AE, open at the release,
+        has not ended, the series waits for it (or for the idle timer, whichever comes first).
+        """
         done = []
         with self._lock:
             self._open.discard(association)
+            caller = self._callers.pop(association, None)
+            siblings = {a for a in self._open if caller is not None and self._callers.get(a) == caller}
             for uid, state in list(self._series.items()):
-                if association not in state.associations or self._still_sending(state):
+                waited_for = association in state.siblings
+                state.siblings.discard(association)
+                if association in state.associations:
+                    state.siblings = siblings - state.associations  # those that sent are still_sending
+                elif not waited_for:
+                    continue
+                if state.siblings or self._still_sending(state):
                     continue
                 stack = _regular_stack(list(state.positions.values()))
                 if stack:
@@ -220,6 +239,9 @@ class CompletionTracker:
         Unlike a release, an abort never completes a series: the sender did not say it was done."""
         with self._lock:
             self._open.discard(association)
+            self._callers.pop(association, None)
+            for state in self._series.values():
+                state.siblings.discard(association)
 
     def complete(self, series_instance_uid: str, reason: str) -> CompletedSeries | None:
         """Declare a series complete (a STOW request that carried it whole)."""

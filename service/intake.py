@@ -44,16 +44,24 @@ class Intake:
         self._tick_s = tick_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # complete, but the store or queue failed: the tracker has let go of them, so tick() retries
+        self._unsubmitted: list[CompletedSeries] = []
+        self._unsubmitted_lock = threading.Lock()
 
     def received(self, facts: ArrivalFacts) -> JobView | None:
-        completed = self.tracker.arrived(facts)
-        return self.submit(completed) if completed else None
+        """The job of a series this instance completed (by its announced count), or None.
 
-    def association_opened(self, association: str) -> None:
-        self.tracker.association_opened(association)
+        A job the store refuses now is retried at the next tick: the instance is durable either way,
+        so the sender is told success and nothing it sent is dropped."""
+        completed = self.tracker.arrived(facts)
+        jobs = self._submit_or_retry([completed]) if completed else []
+        return jobs[0] if jobs else None
+
+    def association_opened(self, association: str, calling_ae: str | None = None) -> None:
+        self.tracker.association_opened(association, calling_ae)
 
     def association_released(self, association: str) -> list[JobView]:
-        return [self.submit(c) for c in self.tracker.association_released(association)]
+        return self._submit_or_retry(self.tracker.association_released(association))
 
     def association_aborted(self, association: str) -> None:
         self.tracker.association_aborted(association)
@@ -63,7 +71,21 @@ class Intake:
         return [self.submit(c) for c in done if c is not None]
 
     def tick(self) -> list[JobView]:
-        return [self.submit(c) for c in self.tracker.due()]
+        with self._unsubmitted_lock:
+            retry, self._unsubmitted = self._unsubmitted, []
+        return self._submit_or_retry([*retry, *self.tracker.due()])
+
+    def _submit_or_retry(self, completed: list[CompletedSeries]) -> list[JobView]:
+        """Submit each; one refused now (a locked or unreachable database) is kept for the next tick."""
+        jobs = []
+        for series in completed:
+            try:
+                jobs.append(self.submit(series))
+            except Exception:
+                log.exception("intake.submit_failed", series_instance_uid=series.series_instance_uid)
+                with self._unsubmitted_lock:
+                    self._unsubmitted.append(series)
+        return jobs
 
     def submit(self, completed: CompletedSeries) -> JobView:
         folder = self.data.incoming_series(completed.study_instance_uid, completed.series_instance_uid)

@@ -184,7 +184,7 @@ class DicomListener:
         assert isinstance(assoc, ListenerAssociation)
         assoc.accepted = True
         self.counters.accepted()
-        self.intake.association_opened(assoc.association_id)
+        self.intake.association_opened(assoc.association_id, assoc.calling_ae or None)
         assoc.log.info("scp.association_accepted", peer=assoc.requestor.address)
 
     def _on_released(self, event: Event) -> None:
@@ -251,26 +251,26 @@ class DicomListener:
             self.abandon(instance)
             return self._refused(assoc, instance, StoreOutcome.PROCESSING_FAILURE, "unexpected error")
         stored = result.stored
-        self.counters.stored(assoc.calling_ae, instance.size, repeated=stored.repeated)
-        assoc.receiver.stats.instances += 1
-        assoc.receiver.stats.bytes += instance.size
         uids = {
             "study": stored.study_instance_uid,
             "series": stored.series_instance_uid,
             "sop_instance_uid": stored.sop_instance_uid,
         }
-        if stored.repeated:
-            assoc.log.info("scp.instance_repeated", **uids)
-        else:
-            assoc.log.debug("scp.instance_stored", size=stored.size, **uids)
         try:
             facts = result.header.arrival_facts(
                 route=Route.DIMSE, calling_ae=assoc.calling_ae or None, association=assoc.association_id
             )
             self.intake.received(facts)
-        except Exception:  # stored, but its series could not be tracked or queued: let the sender retry
+        except Exception:  # stored, but its series could not be tracked: let the sender retry
             assoc.log.exception("scp.intake_failed", **uids)
-            return self._refused(assoc, instance, StoreOutcome.PROCESSING_FAILURE, "stored but not queued")
+            return self._refused(assoc, instance, StoreOutcome.PROCESSING_FAILURE, "stored but not tracked")
+        self.counters.stored(assoc.calling_ae, instance.size, repeated=stored.repeated)
+        assoc.receiver.stats.instances += 1
+        assoc.receiver.stats.bytes += instance.size
+        if stored.repeated:
+            assoc.log.info("scp.instance_repeated", **uids)
+        else:
+            assoc.log.debug("scp.instance_stored", size=stored.size, **uids)
         return StoreOutcome.STORED, None
 
     def _refused(

@@ -4,7 +4,8 @@ Through pynetdicom's own extension points (``AE.make_server(server_class=..., re
 each accepted connection gets:
 
 - :class:`ListenerAssociation`: an acceptor whose DIMSE provider is :class:`StoreReceiver`;
-- :class:`_Socket`: reads a PDU with ``recv_into`` in a few calls instead of 4 KB ``recv`` calls,
+- :class:`_Socket`: reads a PDU with ``recv_into`` in a few calls instead of 4 KB ``recv`` calls
+  (reserving memory as the bytes arrive, not as the peer's PDU header claims),
   and waits for data in ``select`` (up to 1 ms) instead of sleeping 1 ms between polls, so the next
   request is read as soon as it arrives;
 - :class:`_DUL`: a P-DATA-TF PDU is split into its presentation data values as views of the bytes
@@ -107,22 +108,31 @@ class _PDataTF(P_DATA_TF):
         return primitive
 
 
+_FIRST_RESERVE = 1 << 20  # bytes reserved for a PDU before more of it has arrived
 _PDU_HEADER = struct.Struct(">BxI")
 _PDV_HEADER = struct.Struct(">IB")
 
 
 class _DUL(DULServiceProvider):
+    _awaiting_request = True  # no A-ASSOCIATE-RQ PDU yet: the acceptor is waiting for one
+
     def _read_pdu_data(self) -> None:
         sock = self.socket
         assert isinstance(sock, _Socket)
         try:
             header = sock.recv(6)
         except (OSError, TimeoutError):
-            self.event_queue.put("Evt17")  # transport connection closed
+            header = bytearray()
+        if len(header) < 6:
+            self._closed()
             return
-        if len(header) < 6 or header[0] != 0x04:
+        if header[0] != 0x04:
             sock.unread(header)  # anything but P-DATA-TF: pynetdicom's own reader and decoder
             super()._read_pdu_data()
+            if sock.peer_closed:  # it has signalled Evt17
+                self._wake_acceptor()
+            elif header[0] == 0x01:
+                self._awaiting_request = False
             return
         _, length = _PDU_HEADER.unpack(header)
         try:
@@ -130,7 +140,7 @@ class _DUL(DULServiceProvider):
         except (OSError, TimeoutError):
             body = bytearray()
         if len(body) != length:
-            self.event_queue.put("Evt17")
+            self._closed()
             return
         values = _split_pdvs(body)
         if values is None:
@@ -139,6 +149,19 @@ class _DUL(DULServiceProvider):
             return
         self.event_queue.put("Evt10")
         self._recv_pdu.put(_PDataTF(values))
+
+    def _closed(self) -> None:
+        """The peer closed the connection (Evt17). Before any association request, also wake the
+        acceptor: pynetdicom's waits for the request until acse_timeout (30 s) regardless, which holds
+        the connection's thread and DicomListener.stop() — a TCP health check or port scan would
+        delay every shutdown by the grace period. None is what its wait returns on timeout."""
+        self.event_queue.put("Evt17")
+        self._wake_acceptor()
+
+    def _wake_acceptor(self) -> None:
+        if self._awaiting_request:
+            self._awaiting_request = False
+            self.to_user_queue.put(None)  # type: ignore[arg-type]
 
 
 def _split_pdvs(body: bytearray) -> list[tuple[int, memoryview]] | None:
@@ -158,6 +181,7 @@ def _split_pdvs(body: bytearray) -> list[tuple[int, memoryview]] | None:
 
 class _Socket(AssociationSocket):
     _pushed_back = b""
+    peer_closed = False  # a read came up short: the peer closed the connection
 
     def unread(self, data: bytes | bytearray) -> None:
         """Give bytes back: the next ``recv`` returns them first."""
@@ -182,18 +206,23 @@ class _Socket(AssociationSocket):
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
         assert sock is not None
-        buffer = bytearray(nr_bytes)
+        # The length comes from the peer's PDU header, before anyone is authenticated: reserve memory
+        # as the bytes arrive (doubling), never the 4 GiB a 6-byte header can claim.
+        buffer = bytearray(min(nr_bytes, _FIRST_RESERVE))
         got = min(len(self._pushed_back), nr_bytes)
         if got:
             buffer[:got] = self._pushed_back[:got]
             self._pushed_back = self._pushed_back[got:]
-        with memoryview(buffer) as view:
-            while got < nr_bytes:
-                count = sock.recv_into(view[got:], nr_bytes - got)
-                if not count:
-                    break
-                got += count
+        while got < nr_bytes:
+            if got == len(buffer):
+                buffer.extend(bytes(min(len(buffer), nr_bytes - got)))
+            with memoryview(buffer) as view:
+                count = sock.recv_into(view[got:], len(buffer) - got)
+            if not count:
+                break
+            got += count
         if got < nr_bytes:
+            self.peer_closed = True
             del buffer[got:]  # the peer closed: the caller sees the short read
         return buffer
 
