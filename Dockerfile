@@ -1,4 +1,5 @@
-# One image for every gateway process (worker, mock endpoint; listener and API with the front door).
+# One image for every gateway process: listener (scp), HTTP API (api), worker, mock endpoint, or all
+# of them in one container (serve). dcmtk is there for the listener's healthcheck (/usr/bin/echoscu).
 FROM python:3.11-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dcmtk \
@@ -12,4 +13,5 @@ COPY config config
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 mipgw && mkdir /data && chown mipgw /data
 USER mipgw
 ENV MIPGW_DATA_DIR=/data
+EXPOSE 11112 8080
 ENTRYPOINT ["mip-gateway"]

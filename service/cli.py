@@ -149,6 +149,49 @@ def _parser() -> argparse.ArgumentParser:
         help="serve without API keys when none is configured (trusted networks and demos only)",
     )
     api.set_defaults(handler="service.commands.api:run_api")
+
+    serve = sub.add_parser(
+        "serve", help="listener, HTTP API and a worker in one command (--demo: a sample study end to end)"
+    )
+    serve.add_argument(
+        "--dicom-port", type=int, metavar="PORT", help="DICOM port (default: listener.port, 11112; 0 = free)"
+    )
+    serve.add_argument(
+        "--http-port", type=int, metavar="PORT", help="HTTP port (default: api.port, 8080; 0 = free)"
+    )
+    serve.add_argument(
+        "--bind", metavar="ADDR", help="address for both (default: listener.bind/api.bind; --demo: 127.0.0.1)"
+    )
+    serve.add_argument("--ae-title", metavar="AE", help="our AE title (default: ae_title, MIPGW)")
+    serve.add_argument(
+        "--data-dir", metavar="DIR", help="data directory (default: data_dir; --demo: ./mipgw-demo)"
+    )
+    serve.add_argument(
+        "--rules", metavar="FILE", help="rules file (default: rules_file, else the packaged one)"
+    )
+    serve.add_argument("--endpoint", metavar="URL", help="send every endpoint's requests to this scoring URL")
+    serve.add_argument("--endpoint-key", metavar="KEY", help="bearer key for --endpoint")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve the API without keys when none is configured (trusted networks and demos only)",
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="mock endpoint (NOT a model), open API on loopback, and a sample CT study sent to ourselves",
+    )
+    serve.add_argument(
+        "--demo-exit", action="store_true", help="with --demo: exit once the sample's SEG is out"
+    )
+    serve.add_argument(
+        "--demo-timeout", type=float, default=300.0, metavar="S", help="with --demo: give up after S seconds"
+    )
+    serve.add_argument("--worker-concurrency", type=int, default=1, metavar="N", help="worker processes")
+    serve.add_argument(
+        "--worker-grace", type=float, default=60.0, metavar="S", help="on stop, the worker's time to finish"
+    )
+    serve.set_defaults(handler="service.commands.serve:run_serve")
     return parser
 
 

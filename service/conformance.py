@@ -23,7 +23,7 @@ from pynetdicom import (
     AllStoragePresentationContexts,
     StoragePresentationContexts,
 )
-from pynetdicom.presentation import DEFAULT_TRANSFER_SYNTAXES
+from pynetdicom.presentation import DEFAULT_TRANSFER_SYNTAXES  # type: ignore[attr-defined]
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from config.rules_file import default_rules_path, load_rules
@@ -120,12 +120,13 @@ def query_retrieve_scu() -> str:
 def dicomweb_services() -> str:
     from service.api import health, jobs, metrics, stow
 
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for module in (stow, jobs, health, metrics):
         for route in module.router.routes:
             methods = sorted(getattr(route, "methods", ()) or ())
-            summary = getattr(route, "summary", None) or getattr(route, "name", "")
-            rows.extend((method, f"`{route.path}`", summary) for method in methods)  # type: ignore[attr-defined]
+            summary = str(getattr(route, "summary", None) or getattr(route, "name", ""))
+            path = str(getattr(route, "path", ""))
+            rows.extend((method, f"`{path}`", summary) for method in methods)
     return _table(["Method", "Path", "What it does"], rows)
 
 

@@ -4,7 +4,8 @@ Redis hands a task back after its visibility timeout; the embedded SQLite broker
 killed worker had taken. Either way the job store knows: a job still ``queued`` or ``running`` that
 nobody touched for longer than the visibility timeout, or a delivery still ``pending``/``sending``,
 is queued again; so is the pull of a ``received`` job (``POST /jobs``) whose task never ran — the
-broker may have been down when the API queued it. Tasks are idempotent, so an unlucky duplicate costs time, never a second result.
+broker may have been down when the API queued it. Tasks are idempotent, so an unlucky duplicate
+costs time, never a second result.
 """
 
 from __future__ import annotations

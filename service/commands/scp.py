@@ -22,13 +22,10 @@ import structlog
 from pydantic import ValidationError
 
 from config.settings import ListenerSettings, Settings, get_settings
-from service.completion import CompletionTracker
-from service.intake import Intake
+from service.commands.wiring import build_intake
 from service.scp import DicomListener
-from workers.celery_app import create_celery
 from workers.storage import DataDir
-from workers.store import Store, database_url, open_store
-from workers.tasks import CeleryEnqueuer
+from workers.store import database_url, open_store
 
 __all__ = ["build_intake", "run_scp", "settings_for"]
 
@@ -48,17 +45,6 @@ def settings_for(settings: Settings, *, port: int | None, bind: str | None, ae_t
             raise ValueError("--ae-title must be 1 to 16 characters")
         update["ae_title"] = ae_title.strip()
     return settings.model_copy(update=update)
-
-
-def build_intake(settings: Settings, store: Store, *, actor: str) -> Intake:
-    """The intake the listener (and the API) hand received series to: store, queue, idle timer."""
-    return Intake(
-        DataDir(settings.data_dir),
-        store,
-        CeleryEnqueuer(create_celery(settings)),
-        CompletionTracker(idle_s=settings.listener.completion_idle_s),
-        actor=actor,
-    )
 
 
 def run_scp(args: argparse.Namespace) -> int:

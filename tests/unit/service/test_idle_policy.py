@@ -102,3 +102,18 @@ def test_without_timed_rules_nothing_is_read(tmp_path: Path) -> None:
     clock.now += 30
     (done,) = tracker.due()
     assert done.reason == "no new instance for 30 s"
+
+
+def test_a_broken_rules_file_leaves_the_default_timer_in_force(tmp_path: Path) -> None:
+    data, clock = DataDir(tmp_path / "data"), Clock()
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: 1\nrules: [{name: Bad Name}]\n")
+    policy = RuleIdlePolicy(path, data)
+    tracker = CompletionTracker(idle_s=30, clock=clock, policy=policy)
+    _arrive(tracker, data, volume_phantom(modality="CT", slices=2, rows=8, columns=8).datasets)
+    assert policy.shortest() is None
+    clock.now += 30
+    (done,) = tracker.due()
+    assert done.reason == "no new instance for 30 s"
+    _rules(tmp_path, ("slow-ct", "CT", 120))  # fixed: the file's rules apply from now on
+    assert policy.shortest() == 120
