@@ -161,7 +161,7 @@ class _DUL(DULServiceProvider):
     def _wake_acceptor(self) -> None:
         if self._awaiting_request:
             self._awaiting_request = False
-            self.to_user_queue.put(None)  # type: ignore[arg-type]
+            self.to_user_queue.put(None)
 
 
 def _split_pdvs(body: bytearray) -> list[tuple[int, memoryview]] | None:
