@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 
 from service.spool import SpoolError, StoredInstance
-from workers.storage import DataDir
+from workers.storage import DataDir, fsync_directory, make_durable_dirs
 
 __all__ = ["SpoolWriter"]
 
@@ -39,7 +39,7 @@ class SpoolWriter:
             try:
                 fd = os.open(self._tmp, _FLAGS, 0o600)
             except FileNotFoundError:  # first instance of the series (or its folder was expired)
-                self.final.parent.mkdir(parents=True, exist_ok=True)
+                make_durable_dirs(self.final.parent)
                 fd = os.open(self._tmp, _FLAGS, 0o600)
         except OSError as exc:
             raise SpoolError(f"cannot store instance {sop_uid}: {exc.strerror or exc}") from exc
@@ -57,12 +57,13 @@ class SpoolWriter:
         self.size += len(chunk)
 
     def commit(self) -> StoredInstance:
-        """fsync, then rename over the final name: only now may the instance be acknowledged."""
+        """fsync, rename over the final name, fsync the folder: only then may the instance be acknowledged."""
         try:
             os.fsync(self._file.fileno())
             self._file.close()
             repeated = self.final.exists()
             os.replace(self._tmp, self.final)
+            fsync_directory(self.final.parent)  # the new name too: only now is the instance on disk
         except OSError as exc:
             self.abandon()
             raise SpoolError(f"cannot store instance {self._uids[2]}: {exc.strerror or exc}") from exc

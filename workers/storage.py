@@ -27,15 +27,44 @@ __all__ = [
     "SpoolError",
     "StoredInstance",
     "atomic_write_bytes",
+    "fsync_directory",
+    "make_durable_dirs",
     "publish_directory",
     "staging_directory",
     "store_instance",
 ]
 
 
+def fsync_directory(folder: Path) -> None:
+    """Make the names in ``folder`` durable: a rename is only on disk once its directory is synced
+    (ext4 and XFS keep it in the journal until the next commit, seconds later)."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_durable_dirs(folder: Path) -> None:
+    """``mkdir -p`` whose new directories survive a power cut: each new one's parent is synced."""
+    missing: list[Path] = []
+    probe = folder
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    if not missing:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        fsync_directory(created.parent)
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if fsync:
+        make_durable_dirs(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -44,6 +73,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if fsync:
+            fsync_directory(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -162,7 +193,7 @@ def store_instance(
     final = data.incoming_instance(study_uid, series_uid, sop_uid)
     parts = [chunks] if isinstance(chunks, bytes) else chunks
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        make_durable_dirs(final.parent)
         repeated = final.exists()
         fd, tmp = tempfile.mkstemp(prefix=f".{sop_uid}.", suffix=".part", dir=final.parent)
         try:
@@ -174,6 +205,7 @@ def store_instance(
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
+            fsync_directory(final.parent)  # the new name too, before the caller says "stored"
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
