@@ -1,10 +1,20 @@
-"""STOW-RS ingest into ``mip-gateway api`` (a process of its own, on loopback): MB/s and peak RSS.
+"""STOW-RS ingest: ``mip-gateway api`` against Orthanc (DICOMweb plugin), both on loopback; MB/s and peak RSS.
 
 One request carries a 300-slice 512² CT (``bench/ctgen.py``), streamed from disk by httpx; then the
-same files sent two and three times in one request, each copy with new study/series/SOP UIDs. Each
-size runs against a fresh API process (temp data directory, SQLite job store and broker) whose peak
-RSS (VmHWM from /proc) is read after a small warm-up request and after the big one: the growth is
-what the request cost in memory, and it must not follow the request's size.
+same files sent two and three times in one request, each copy with new study/series/SOP UIDs. The
+byte-identical multipart body goes to our ``/dicomweb/studies`` and to Orthanc's
+``/dicom-web/studies``. Trials alternate A/B then B/A so machine noise hits both alike; every
+trial starts a fresh server process on an empty store (temp data directory; for ours a SQLite job
+store and broker), sends a 10-instance warm-up request, reads peak RSS (VmHWM from /proc), sends
+the big request and reads VmHWM again: the growth is what the request cost in memory. Reported per
+size: best MB/s of each (file bytes / request wall time), the ratio ours / Orthanc, and both RSS.
+
+Not the same work, said plainly: we parse each part's header, fsync every instance as a Part 10
+file before answering, and record it for the intake; Orthanc (1.10, DICOMweb 1.7, its defaults)
+parses every instance fully, indexes it into its SQLite database, stores an MD5 and writes the
+file with ``SyncStorageArea`` left at its default ``true`` (an fsync per file). Orthanc's HTTP
+server reads the whole request body into memory before the plugin sees it, so its RSS is expected
+to follow the request's size; ours should not.
 
     python bench/stow.py [--slices 300] [--copies 1,2,3] [--repeat 2]
 """
@@ -14,11 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +47,8 @@ CLI = str(Path(sys.executable).with_name("mip-gateway"))
 KEY = "bench-key"
 BOUNDARY = "mipgw-bench-boundary"
 CHUNK = 1024 * 1024
+ORTHANC = Path("/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 
 def relabelled_copy(source: Path, target: Path) -> list[Path]:
@@ -78,6 +93,17 @@ def vm(pid: int, field: str) -> int:
     raise RuntimeError(f"{field} missing from /proc/{pid}/status")
 
 
+def stop(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM the server we started (its own process group), SIGKILL it if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 def start_api(tmp: Path) -> tuple[subprocess.Popen[str], str]:
     env = {
         **os.environ,
@@ -94,23 +120,85 @@ def start_api(tmp: Path) -> tuple[subprocess.Popen[str], str]:
         stderr=log,
         text=True,
         env=env,
+        start_new_session=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening on" not in line:
-        proc.kill()
+        stop(proc)
         raise RuntimeError(f"the API did not start: {(tmp / 'api.log').read_text()[-2000:]}")
     return proc, line.rsplit(" ", 1)[-1].strip()
 
 
-def stow(url: str, files: list[Path]) -> tuple[float, int]:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _orthanc_log(logs: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(logs.glob("*")) if not p.is_symlink())
+
+
+def start_orthanc(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Orthanc on a free loopback HTTP port, its storage and SQLite index under ``tmp``, DICOM off.
+
+    The port is picked free, then bound by Orthanc: if someone takes it in between, Orthanc exits
+    (or another server answers without our unique ``Name``) and we try again on a new port.
+    """
+    if not ORTHANC.exists() or not DICOMWEB_PLUGIN.exists():
+        sys.exit(f"Orthanc peer missing: need {ORTHANC} and {DICOMWEB_PLUGIN} (orthanc, orthanc-dicomweb)")
+    logs = tmp / "orthanc-logs"
+    logs.mkdir(exist_ok=True)
+    for _ in range(3):
+        port, name = _free_port(), f"bench-{uuid.uuid4().hex[:12]}"
+        # Everything not named here stays at Orthanc's defaults (SyncStorageArea true, MD5 on,
+        # no compression, no ingest transcoding, 50 HTTP threads).
+        config = {
+            "Name": name,
+            "StorageDirectory": str(tmp / "storage"),
+            "IndexDirectory": str(tmp / "storage"),
+            "Plugins": [str(DICOMWEB_PLUGIN)],
+            "HttpServerEnabled": True,
+            "HttpPort": port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "SslEnabled": False,
+            "DicomServerEnabled": False,
+            "SaveJobs": False,
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        config_file = tmp / "orthanc.json"
+        config_file.write_text(json.dumps(config, indent=2))
+        proc = subprocess.Popen(
+            [str(ORTHANC), f"--logdir={logs}", str(config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                answer = httpx.get(f"{url}/system", timeout=1)
+                if answer.status_code == 200 and answer.json().get("Name") == name:
+                    return proc, url
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.05)
+        stop(proc)
+    raise RuntimeError(f"Orthanc did not start: {_orthanc_log(logs)[-2000:]}")
+
+
+def stow(url: str, files: list[Path], headers: dict[str, str] | None = None) -> tuple[float, int]:
+    """POST the multipart body to ``url`` (a STOW-RS studies endpoint); seconds until the answer."""
     headers = {
-        "Authorization": f"Bearer {KEY}",
+        **(headers or {}),
         "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
         "Content-Length": str(body_length(files)),
     }
     start = time.perf_counter()
-    response = httpx.post(f"{url}/dicomweb/studies", content=body(files), headers=headers, timeout=600)
+    response = httpx.post(url, content=body(files), headers=headers, timeout=600)
     seconds = time.perf_counter() - start
     response.raise_for_status()
     stored = len(response.json().get("00081199", {}).get("Value", []))
@@ -119,17 +207,13 @@ def stow(url: str, files: list[Path]) -> tuple[float, int]:
     return seconds, response.status_code
 
 
-def run(files: list[Path], warmup: list[Path]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="mipgw-bench-stow-") as tmp:
-        proc, url = start_api(Path(tmp))
-        try:
-            stow(url, warmup)
-            before = vm(proc.pid, "VmHWM")
-            seconds, status = stow(url, files)
-            peak = vm(proc.pid, "VmHWM")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+def _measure(
+    pid: int, send: Callable[[list[Path]], tuple[float, int]], files: list[Path], warmup: list[Path]
+) -> dict[str, Any]:
+    send(warmup)
+    before = vm(pid, "VmHWM")
+    seconds, status = send(files)
+    peak = vm(pid, "VmHWM")
     size = sum(f.stat().st_size for f in files)
     return {
         "instances": len(files),
@@ -141,6 +225,34 @@ def run(files: list[Path], warmup: list[Path]) -> dict[str, Any]:
         "peak_rss_mb": peak / 2**20,
         "rss_growth_mb": (peak - before) / 2**20,
     }
+
+
+def run_ours(files: list[Path], warmup: list[Path]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="mipgw-bench-stow-") as tmp:
+        proc, url = start_api(Path(tmp))
+        try:
+            headers = {"Authorization": f"Bearer {KEY}"}
+            return _measure(proc.pid, lambda f: stow(f"{url}/dicomweb/studies", f, headers), files, warmup)
+        finally:
+            stop(proc)
+
+
+def run_orthanc(files: list[Path], warmup: list[Path]) -> dict[str, Any]:
+    # A fresh process on a fresh storage directory: an empty store without a timed DELETE
+    # between trials, and the same cold start and warm-up as ours.
+    with tempfile.TemporaryDirectory(prefix="mipgw-bench-stow-orthanc-") as tmp:
+        proc, url = start_orthanc(Path(tmp))
+        try:
+            return _measure(proc.pid, lambda f: stow(f"{url}/dicom-web/studies", f), files, warmup)
+        finally:
+            stop(proc)
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    best["peak_rss_mb_max"] = max(r["peak_rss_mb"] for r in runs)
+    best["mb_per_s_all"] = [round(r["mb_per_s"], 2) for r in runs]
+    return best
 
 
 def main() -> int:
@@ -159,27 +271,60 @@ def main() -> int:
         results = []
         for count in copies:
             files = [f for s in series[:count] for f in s]
-            runs = [run(files, warmup) for _ in range(args.repeat)]
-            best = min(runs, key=lambda r: r["seconds"])
-            best["copies"] = count
-            best["peak_rss_mb_max"] = max(r["peak_rss_mb"] for r in runs)
-            results.append(best)
-    print(f"STOW-RS of a {args.slices}-slice 512² CT into `mip-gateway api` (loopback, one request)")
-    header = ("request", "instances", "MB", "s", "MB/s", "RSS warm", "peak", "growth")
-    print("".join(f"{h:>10}" for h in header))
+            runs: dict[str, list[dict[str, Any]]] = {"ours": [], "orthanc": []}
+            runners = {"ours": run_ours, "orthanc": run_orthanc}
+            for trial in range(args.repeat):
+                # A/B then B/A: whatever drifts on the machine falls on both sides alike.
+                for side in ("ours", "orthanc") if trial % 2 == 0 else ("orthanc", "ours"):
+                    runs[side].append(runners[side](files, warmup))
+            ours, orthanc = _best(runs["ours"]), _best(runs["orthanc"])
+            results.append(
+                {
+                    **ours,
+                    "copies": count,
+                    "orthanc": orthanc,
+                    "ratio_mb_per_s": ours["mb_per_s"] / orthanc["mb_per_s"],
+                }
+            )
+    print(
+        f"STOW-RS of a {args.slices}-slice 512² CT, one request on loopback: `mip-gateway api` (ours) vs "
+        f"Orthanc + DICOMweb plugin; best of {args.repeat} interleaved trials, "
+        "each on a fresh process and store"
+    )
+    header = [
+        "request",
+        "inst",
+        "MB",
+        "ours-MB/s",
+        "Orth-MB/s",
+        "ours/Orth",
+        "ours-peak",
+        "ours-grow",
+        "Orth-peak",
+        "Orth-grow",
+    ]
+    print("".join(f"{h:>11}" for h in header))
     for r in results:
+        o = r["orthanc"]
         row = (
             f"{r['copies']}×",
             r["instances"],
             f"{r['mb']:.1f}",
-            f"{r['seconds']:.2f}",
             f"{r['mb_per_s']:.1f}",
-            f"{r['rss_after_warmup_mb']:.0f} MiB",
+            f"{o['mb_per_s']:.1f}",
+            f"{r['ratio_mb_per_s']:.2f}",
             f"{r['peak_rss_mb']:.0f} MiB",
             f"{r['rss_growth_mb']:.1f} MiB",
+            f"{o['peak_rss_mb']:.0f} MiB",
+            f"{o['rss_growth_mb']:.1f} MiB",
         )
-        print("".join(f"{value:>10}" for value in row))
-    print(json.dumps({"bench": "stow", "slices": args.slices, "runs": results}))
+        print("".join(f"{value:>11}" for value in row))
+    print(
+        "Work differs: ours fsyncs each instance as a Part 10 file and records it for the intake; Orthanc "
+        "parses each instance fully, indexes it in SQLite, stores an MD5 and fsyncs each file "
+        "(SyncStorageArea left at its default, true). Orthanc buffers the whole request body in memory."
+    )
+    print(json.dumps({"bench": "stow", "peer": "orthanc", "slices": args.slices, "runs": results}))
     return 0
 
 
