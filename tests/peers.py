@@ -173,30 +173,56 @@ class _Peer:
 
 @dataclass(frozen=True, slots=True)
 class TLSFiles:
-    """A throwaway CA and a server certificate for 127.0.0.1 / localhost, PEM files."""
+    """A throwaway CA, a server certificate for 127.0.0.1 / localhost and a client certificate signed
+    by it, and a stranger's self-signed client certificate; PEM files."""
 
     ca_file: Path
     cert_file: Path
     key_file: Path
+    client_cert_file: Path
+    client_key_file: Path
+    stranger_cert_file: Path
+    stranger_key_file: Path
 
 
 def make_tls_files(folder: Path) -> TLSFiles:
-    """Create the CA and a server certificate signed by it with openssl (skips without openssl)."""
+    """Create the CA and the certificates with openssl (skips without openssl)."""
     openssl = _require("openssl", "openssl")
     folder.mkdir(parents=True, exist_ok=True)
     ca, ca_key = folder / "ca.pem", folder / "ca.key"
-    cert, key, csr = folder / "server.pem", folder / "server.key", folder / "server.csr"
-    extensions = folder / "server.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    sign = ["-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2", "-extfile", extensions]
-    for args in (
-        ["req", "-x509", *new_key, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=mipgw-test-ca"],
-        ["req", *new_key, "-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
-        ["x509", "-req", "-in", csr, *sign, "-out", cert],
-    ):
+
+    def run(*args: object) -> None:
         subprocess.run([openssl, *map(str, args)], check=True, capture_output=True)
-    return TLSFiles(ca, cert, key)
+
+    def signed(name: str, extensions: str) -> tuple[Path, Path]:
+        cert, key, csr, ext = (folder / f"{name}.{suffix}" for suffix in ("pem", "key", "csr", "ext"))
+        ext.write_text(extensions)
+        run("req", *new_key, "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+            "-extfile", ext, "-out", cert)  # fmt: skip
+        return cert, key
+
+    run("req", "-x509", *new_key, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=mipgw-test-ca")
+    cert, key = signed(
+        "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
+    client_cert, client_key = signed("modality", "extendedKeyUsage=clientAuth\n")
+    stranger_cert, stranger_key = folder / "x.pem", folder / "x.key"
+    run(
+        "req",
+        "-x509",
+        *new_key,
+        "-keyout",
+        stranger_key,
+        "-out",
+        stranger_cert,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=x",
+    )
+    return TLSFiles(ca, cert, key, client_cert, client_key, stranger_cert, stranger_key)
 
 
 class StoreSCP(_Peer):

@@ -669,3 +669,19 @@ def test_stop_ends_an_association_in_flight_and_leaves_no_temp_files(
     # an association that did not release does not complete its series
     assert gw.jobs(phantom.datasets[0].SeriesInstanceUID) == []
     assert echo(echoscu, port).returncode != 0  # nothing listens any more
+
+
+def test_client_certificates_from_the_configured_ca_are_required(
+    gateway: StartGateway, echoscu: str, tls_files: TLSFiles
+) -> None:
+    gw = gateway(
+        tls_cert_file=tls_files.cert_file, tls_key_file=tls_files.key_file, tls_ca_file=tls_files.ca_file
+    )
+    trust_server = ("+cf", str(tls_files.ca_file))
+    ours = ("+tls", str(tls_files.client_key_file), str(tls_files.client_cert_file), *trust_server)
+    stranger = ("+tls", str(tls_files.stranger_key_file), str(tls_files.stranger_cert_file), *trust_server)
+    anonymous = ("+tla", *trust_server)  # TLS without a client certificate
+    assert echo(echoscu, gw.port, *ours).returncode == 0
+    assert echo(echoscu, gw.port, *stranger).returncode != 0
+    assert echo(echoscu, gw.port, *anonymous).returncode != 0
+    assert gw.listener.counters.snapshot().associations == 1
