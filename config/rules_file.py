@@ -37,6 +37,7 @@ __all__ = [
     "RuleProblem",
     "RuleSet",
     "RulesError",
+    "action_problems_against",
     "configured_rules_path",
     "default_rules_path",
     "load_rules",
@@ -106,35 +107,35 @@ class RuleSet:
 
         Disabled rules are not checked: they may name an endpoint a site has not set up yet."""
         problems: list[RuleProblem] = []
-        endpoints = ", ".join(settings.endpoints) or "none configured"
-        destinations = ", ".join(settings.destinations) or "none configured"
         for i, rule in enumerate(self.rules):
             if not rule.enabled:
                 continue
-            base: YamlPath = ("rules", i, "action")
-
-            def add(path: YamlPath, message: str, rule: Rule = rule) -> None:
-                problems.append(RuleProblem(self.source, _line(self.lines, path), message, rule.name))
-
-            action = rule.action
-            endpoint = settings.endpoints.get(action.endpoint)
-            if endpoint is None:
-                add((*base, "endpoint"), f"endpoint {action.endpoint!r} is not configured ({endpoints})")
-            elif endpoint.model != action.model:
-                add(
-                    (*base, "model"),
-                    f"model {action.model}, but endpoint {action.endpoint!r} serves {endpoint.model}",
-                )
-            for j, name in enumerate(action.destinations):
-                if name not in settings.destinations:
-                    add(
-                        (*base, "destinations", j), f"destination {name!r} is not configured ({destinations})"
-                    )
+            for path, message in action_problems_against(rule.action, settings):
+                line = _line(self.lines, ("rules", i, "action", *path))
+                problems.append(RuleProblem(self.source, line, message, rule.name))
         return problems
 
     def validate_against(self, settings: Settings) -> None:
         if problems := self.problems_against(settings):
             raise RulesError(problems)
+
+
+def action_problems_against(action: Action, settings: Settings) -> list[tuple[YamlPath, str]]:
+    """The action's endpoint (and its model) and destinations that the settings lack: (path under
+    ``action``, message). Rules files and the inline actions of ``POST /jobs`` are checked alike."""
+    found: list[tuple[YamlPath, str]] = []
+    endpoints = ", ".join(settings.endpoints) or "none configured"
+    destinations = ", ".join(settings.destinations) or "none configured"
+    endpoint = settings.endpoints.get(action.endpoint)
+    if endpoint is None:
+        found.append((("endpoint",), f"endpoint {action.endpoint!r} is not configured ({endpoints})"))
+    elif endpoint.model != action.model:
+        message = f"model {action.model}, but endpoint {action.endpoint!r} serves {endpoint.model}"
+        found.append((("model",), message))
+    for j, name in enumerate(action.destinations):
+        if name not in settings.destinations:
+            found.append((("destinations", j), f"destination {name!r} is not configured ({destinations})"))
+    return found
 
 
 def default_rules_path() -> Path:

@@ -128,6 +128,8 @@ def action_problems(action: Action) -> list[tuple[tuple[str | int, ...], str]]:
     for i, group in enumerate(action.prompt_groups or ()):
         if group.window is not None and (problem := _window_problem(group.window, action.model)):
             found.append((("prompt_groups", i, "window"), problem))
+    if action.prompts is None and action.prompt_groups is None:
+        return found  # no prompts at all: ``groups`` below cannot even be built
     seen: set[str] = set()
     for i, group in enumerate(action.groups):
         for j, prompt in enumerate(group.prompts):

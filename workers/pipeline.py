@@ -34,6 +34,7 @@ from dicom_io.windows import ModelKind
 from workers.delivery.base import Sender
 from workers.endpoint.client import JobContext
 from workers.errors import DeliveryError, EndpointError, GatewayError
+from workers.job_rules import rule_for_job
 from workers.jobs import FINAL_STATES, DeliveryState, JobState, Priority, Stage
 from workers.rules import evaluate, facts_for
 from workers.rules_loader import RulesSource
@@ -244,11 +245,11 @@ def _load(job: JobView, deps: Deps) -> Series | None:
 def _match(job: JobView, series: Series, deps: Deps) -> Rule | None:
     """The rule this job runs; extra rules that fire become jobs of their own."""
     rules = deps.rules.current()
-    if job.rule is not None:
-        try:
-            return rules.get(job.rule)
-        except KeyError:
-            raise ValueError(f"rule {job.rule!r} is no longer in the rules file") from None
+    try:
+        if (rule := rule_for_job(job, rules)) is not None:
+            return rule
+    except KeyError:
+        raise ValueError(f"rule {job.rule!r} is no longer in the rules file") from None
     with _timed(job, Stage.MATCH, deps):
         report = evaluate(rules, facts_for(series, route=job.route, calling_ae=job.calling_ae_title))
     fired = list(report.fired)
@@ -376,7 +377,10 @@ def _persist(job: JobView, outcome: SeriesSegmentation, deps: Deps) -> JobState:
 
 
 def _queue_deliveries(job: JobView, deps: Deps) -> JobState:
-    rule = deps.rules.current().get(job.rule or "")
+    try:
+        rule = rule_for_job(job, deps.rules.current())
+    except KeyError:  # the SEG is kept: a retry after the rule is back delivers it
+        return fail_job(job.id, Stage.DELIVER, f"rule {job.rule!r} is no longer in the rules file", deps)
     destinations = list(rule.action.destinations) if rule else []
     with deps.store.session() as s:
         known = {d.destination: d for d in deliveries_for(s, job.id)}

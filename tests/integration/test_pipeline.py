@@ -14,14 +14,17 @@ from typing import Any
 import pydicom
 import pytest
 
+from config.rules_schema import Action, action_problems
 from config.settings import Settings, WebhookSettings
 from dicom_io.testing.phantoms import volume_phantom
+from dicom_io.uids import seg_series_uid
 from service.mock_endpoint import MockEndpointServer
 from tests.peers import WEBHOOK_SECRET, Receiver, StoreSCP, webhook_receiver
 from tests.unit.workers.store.backends import database_url_for
 from workers import pipeline
 from workers.context import build_deps
 from workers.errors import DeliveryError
+from workers.job_rules import action_document, inline_rule_name
 from workers.jobs import DeliveryState, JobState, Priority, Route, Stage
 from workers.storage import DataDir
 from workers.store import (
@@ -282,3 +285,47 @@ def test_webhooks_hear_of_done_and_failed_jobs(
     assert events == [("done", "done", "ct-liver-3d"), ("failed", "failed", "ct-liver-3d")]
     assert "rejected the key" in receiver.accepted[1][1]["error"]
     assert "PatientName" not in json.dumps(receiver.accepted)
+
+
+def test_a_job_with_an_inline_action_runs_its_own_prompts(tmp_path: Path, mock: Any, pacs: StoreSCP) -> None:
+    settings = _settings(tmp_path, mock, pacs)
+    queue, deps = _deps(settings, f"sqlite+pysqlite:///{tmp_path / 'j.sqlite3'}")
+    study, series, spool = _received(settings)
+    # what POST /jobs stores for {"action": {...}}: prompts no rule in RULES asks for
+    action = Action.model_validate(
+        {"endpoint": "mip3d", "model": "3d", "prompts": ["spleen", "liver"], "window": "bone"}
+        | {"destinations": ["pacs"]}
+    )
+    assert action_problems(action) == []
+    name = inline_rule_name(action)
+    with deps.store.session() as s:
+        job_id = create_job(
+            s,
+            actor="api",
+            source="pacs",
+            route=Route.API,
+            study_instance_uid=study,
+            series_instance_uid=series,
+            instance_count=10,
+            rule=name,
+            rules=[name],
+            endpoint="mip3d",
+            model="3d",
+            action=action_document(action),
+            spool_path=spool,
+            state=JobState.QUEUED,
+        ).id
+    queue.process(job_id, Priority.ROUTINE)
+    assert _drain(queue, deps) == []
+    with deps.store.session() as s:
+        job = get_job(s, job_id)
+        assert (job.state, job.rule, job.rules) == (JobState.DONE, name, (name,))
+        (result,) = results_for(s, job_id)
+        assert [d.destination for d in deliveries_for(s, job_id)] == ["pacs"]
+    (received,) = pacs.received_files()
+    seg = pydicom.dcmread(received)
+    assert [segment.SegmentLabel for segment in seg.SegmentSequence] == ["spleen", "liver"]
+    assert seg.SeriesDescription == f"{name} (MedImageParse 3D)"
+    # the SEG series is named after the action's digest: the same action on this series, the same SEG
+    assert seg.SeriesInstanceUID == result.seg_series_instance_uid
+    assert seg.SeriesInstanceUID == seg_series_uid(series, name, "MedImageParse", "unknown")

@@ -43,7 +43,7 @@ def test_concurrent_openers_queue_on_the_advisory_lock(database: str) -> None:
         with open_store(database, migrate=True) as opened:
             return opened.revision()
 
-    assert race(6, open_and_close) == ["0001"] * 6
+    assert race(6, open_and_close) == ["0002"] * 6
     with open_store(database) as opened, opened.engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
 

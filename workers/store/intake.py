@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import PurePath
-from typing import NotRequired, TypedDict, Unpack
+from typing import Any, NotRequired, TypedDict, Unpack
 from uuid import uuid4
 
 from sqlalchemy import select
@@ -40,6 +40,7 @@ class NewJob(TypedDict):
     rules: NotRequired[Iterable[str]]  # every rule that fired
     endpoint: NotRequired[str | None]
     model: NotRequired[str | None]
+    action: NotRequired[dict[str, Any] | None]  # an inline action (JSON) that ``rule`` names
     priority: NotRequired[Priority]  # default: routine
     state: NotRequired[JobState]  # default: received
     spool_path: NotRequired[str | None]  # relative to the data directory
@@ -75,6 +76,8 @@ def ensure_job(session: Session, **new: Unpack[NewJob]) -> tuple[JobView, bool]:
         updated_at=now,
         version=1,
     )
+    if (action := new.get("action")) is not None:
+        job.action = action  # left unset otherwise: SQL NULL, not a JSON null
     conflict = insert_unless_exists(session, job)
     if conflict is not None:
         # another session created the same key between our read and our insert: theirs stands

@@ -1,6 +1,6 @@
 """The job store's tables. UIDs only: no patient name, ID, birth date or accession number, anywhere.
 
-    jobs        one received series × one rule; its state, current stage, error and file paths
+    jobs        one received series × one rule (or an inline action); state, stage, error, file paths
     job_stages  one row per (job, stage, attempt): the checkpoints a redelivered task resumes from
     results     the SEG written for a job (by SOP Instance UID), with one ``segments`` row per segment
     deliveries  one row per (job, destination): state and attempts of sending the SEG there
@@ -62,6 +62,9 @@ class Job(Base):
     completion_reason: Mapped[str | None] = mapped_column(String(128))
     rule: Mapped[str | None] = mapped_column(String(128))
     rules: Mapped[list[str]] = mapped_column(JSON_DOCUMENT)  # every rule that fired, in order
+    # an inline action (the rules file's Action as JSON) for a job made with its own prompts; ``rule``
+    # then names it (adhoc-<digest>) and the rules file is not consulted
+    action: Mapped[dict[str, Any] | None] = mapped_column(JSON_DOCUMENT, nullable=True)
     endpoint: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(String(64))
     priority: Mapped[Priority] = mapped_column(StrEnumType(Priority))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import copy
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,8 @@ class JobView:
     created_at: datetime
     updated_at: datetime
     version: int
+    # the inline action (JSON) the job runs instead of a rule from the rules file; not hashed (a dict)
+    action: dict[str, Any] | None = field(default=None, hash=False)
 
     @property
     def is_final(self) -> bool:
@@ -48,6 +51,7 @@ class JobView:
     def of(cls, job: Job) -> JobView:
         values: dict[str, Any] = {field.name: getattr(job, field.name) for field in fields(cls)}
         values["rules"] = tuple(job.rules or ())
+        values["action"] = copy.deepcopy(job.action)  # the view must not share the ORM object's dict
         return cls(**values)
 
 

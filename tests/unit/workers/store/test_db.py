@@ -50,7 +50,7 @@ def test_concurrent_openers_migrate_once(tmp_path: Path) -> None:
         with open_store(url, migrate=True) as store:
             return store.revision()
 
-    assert race(5, open_and_close) == ["0001"] * 5
+    assert race(5, open_and_close) == ["0002"] * 5
 
 
 def test_a_session_that_raises_is_rolled_back(store: Store) -> None:
@@ -122,6 +122,6 @@ def test_a_migration_is_logged_once(tmp_path: Path) -> None:
         open_store(url, migrate=True).close()
     migrated = [entry for entry in first if entry["event"] == "job store migrated"]
     assert [(e["from_revision"], e["to_revision"], e["dialect"]) for e in migrated] == [
-        (None, "0001", "sqlite")
+        (None, "0002", "sqlite")
     ]
     assert [entry for entry in second if entry["event"] == "job store migrated"] == []
