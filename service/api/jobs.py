@@ -1,6 +1,7 @@
 """The jobs routes: read them, fetch their SEGs and a preview, replay them.
 
     POST /jobs                       pull a study (or a series) from a source node: one job per series
+                                     (and named rule), or per series with an inline action (prompts...)
     GET  /jobs                       newest first; ?state= (repeat), study, series, since, limit, offset
     GET  /jobs/{id}                  states (audit log), stages with timings, rules, results, deliveries
     GET  /jobs/{id}/seg              the SEG (application/dicom); several: ?index=n, or all as multipart

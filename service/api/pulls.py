@@ -1,10 +1,14 @@
 """``POST /jobs``: what a pull request becomes, one job per series (and per named rule).
 
-    body checked      the source is configured, the named rules exist (422 naming what is not)
+    body checked      the source is configured, the named rules exist, an inline action's endpoint
+                      (serving its model) and destinations are configured (422 naming what is not)
     replay?           an Idempotency-Key seen before gives back its jobs (200), or 409 for another body
     series resolved   the one given, or every series the source holds for the study (QIDO-RS / C-FIND;
                       an unreachable source is 503, a refusal 502, a study it does not hold 404)
     jobs created      state ``received``, route ``api``, source = the node's name; then ``pull`` queued
+
+An inline action is stored on each job (its JSON), whose rule is named after a digest of it
+(:func:`workers.job_rules.inline_rule_name`): the same action on the same series gives the same SEG.
 
 A replayed key is recognised without asking the source again: the jobs of a request carry the key's
 digest and the body's fingerprint in their idempotency keys, so a replay finds them by prefix, and two
@@ -24,12 +28,19 @@ import structlog
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from config.rules_file import RulesError, RuleSet, configured_rules_path, load_rules
-from config.rules_schema import Rule
+from config.rules_file import (
+    RulesError,
+    RuleSet,
+    action_problems_against,
+    configured_rules_path,
+    load_rules,
+)
+from config.rules_schema import Action, Rule
 from config.settings import DicomNode, DicomWebNode, Settings
 from service.api.problems import ApiError, ConflictError, NotFoundError, ServiceUnavailableError
 from service.api.schemas import PullRequest
 from workers.errors import DeliveryError
+from workers.job_rules import action_document, inline_rule
 from workers.jobs import JobState, Priority, Route
 from workers.pull import series_in_study
 from workers.store import JobView, Store, ensure_job
@@ -64,12 +75,14 @@ class PlannedPull:
     request: PullRequest
     node: DicomNode | DicomWebNode
     rules: tuple[Rule, ...]  # empty: the pipeline matches the rules as usual
+    action: dict[str, Any] | None  # an inline action's JSON, stored on every job (``rules``: its rule)
     fingerprint: str  # of the body, to tell a replay from a reused key
     key_prefix: str | None  # of every job this request makes; None without an Idempotency-Key
 
 
 def plan(settings: Settings, request: PullRequest, idempotency_key: str | None) -> PlannedPull:
-    """Raises InvalidPullError for an unknown source or rule, ServiceUnavailableError for broken rules."""
+    """Raises InvalidPullError for an unknown source or rule, or an inline action naming an endpoint
+    or destination not configured; ServiceUnavailableError for broken rules."""
     node = settings.sources.get(request.source)
     if node is None:
         known = ", ".join(sorted(settings.sources)) or "none configured"
@@ -82,12 +95,27 @@ def plan(settings: Settings, request: PullRequest, idempotency_key: str | None) 
         if unknown:
             raise InvalidPullError(f"rule(s) not in the rules file: {', '.join(unknown)}")
         rules = tuple(ruleset.get(name) for name in dict.fromkeys(request.rules))
-    body = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    action = None
+    if request.action is not None:
+        if problems := action_problems_against(request.action, settings):
+            raise InvalidPullError(
+                "; ".join(f"action.{_dotted(path)}: {message}" for path, message in problems)
+            )
+        action = action_document(request.action)
+        rules = (inline_rule(request.action),)
+    dumped = request.model_dump(mode="json")
+    if dumped["action"] is None:
+        del dumped["action"]  # a body without one keeps the fingerprint it had before actions existed
+    body = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     fingerprint = hashlib.sha256(body.encode()).hexdigest()[:16]
     prefix = None
     if idempotency_key is not None:
         prefix = f"{_KEY_PREFIX}{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}:"
-    return PlannedPull(request, node, rules, fingerprint, prefix)
+    return PlannedPull(request, node, rules, action, fingerprint, prefix)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in path)
 
 
 def _load_rules(settings: Settings) -> RuleSet:
@@ -168,6 +196,7 @@ def create_jobs(
                     rules=names,
                     endpoint=rule.action.endpoint if rule else None,
                     model=str(rule.action.model) if rule else None,
+                    action=planned.action,
                     priority=request.priority or (rule.priority if rule else Priority.ROUTINE),
                     state=JobState.RECEIVED,
                     idempotency_key=_job_key(planned, uid, rule),
@@ -191,8 +220,9 @@ def _ordered(jobs: list[JobView]) -> list[JobView]:
 
 
 def document_pull_choices(app: FastAPI, settings: Settings) -> None:
-    """Name the configured sources (and the rules in the rules file) as the only values ``POST /jobs``
-    takes, in the app's OpenAPI document: clients and fuzzers then see which bodies are valid."""
+    """Name the configured sources (the rules in the rules file, the endpoints and destinations an
+    inline action may use) as the only values ``POST /jobs`` takes, in the app's OpenAPI document:
+    clients and fuzzers then see which bodies are valid."""
     base: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -217,6 +247,20 @@ def document_pull_choices(app: FastAPI, settings: Settings) -> None:
             for example in schema.get("examples", []):
                 if "rules" in example:
                     example["rules"] = rules[:1]
+        _document_action_choices(document, schema, settings)
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_action_choices(document: dict[str, Any], schema: dict[str, Any], settings: Settings) -> None:
+    """An inline action can only name configured endpoints and destinations: without either there is
+    no valid action, and the property is left out of the document altogether."""
+    if not settings.endpoints or not settings.destinations:
+        schema["properties"].pop("action", None)
+        return
+    action = document.get("components", {}).get("schemas", {}).get(Action.__name__)
+    if action is None:
+        return
+    action["properties"]["endpoint"]["enum"] = sorted(settings.endpoints)
+    action["properties"]["destinations"]["items"]["enum"] = sorted(settings.destinations)

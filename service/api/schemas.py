@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from config.rules_schema import Action, action_problems
 from dicom_io.uids import is_valid_uid
 from workers.jobs import DeliveryState, JobState, Priority, Route, Stage
 from workers.store import AuditEntry, DeliveryView, JobView, ResultView, StageView
@@ -75,7 +76,27 @@ class PullRequest(BaseModel):
         max_length=16,
         description="run these rules (one job per series and rule); without: match the rules as usual",
     )
+    action: Action | None = Field(
+        default=None,
+        description="run this action instead of rules: the `action` of a rule in the rules file (endpoint, "
+        "model, prompts or prompt_groups, window, nifti, seg, destinations), checked the same way; "
+        "one job per series, its rule named adhoc-<digest of the action>",
+    )
     priority: Priority | None = Field(default=None, description="default: the rule's, else routine")
+
+    @field_validator("action")
+    @classmethod
+    def _action(cls, action: Action | None, info: ValidationInfo) -> Action | None:
+        if action is None:
+            return None
+        if info.data.get("rules") is not None:
+            raise ValueError("give rules or an action, not both")
+        # what the rules file checks across fields (prompts xor prompt_groups, windows for the model...)
+        if problems := action_problems(action):
+            raise ValueError(
+                "; ".join(f"{'.'.join(map(str, ('action', *path)))}: {m}" for path, m in problems)
+            )
+        return action
 
 
 class JobSummary(BaseModel):
@@ -92,6 +113,9 @@ class JobSummary(BaseModel):
     completion_reason: str | None = Field(description="why the series was judged complete")
     endpoint: str | None
     model: str | None
+    action: dict[str, Any] | None = Field(
+        default=None, description="the inline action the job runs (POST /jobs with `action`), else null"
+    )
     priority: Priority
     stage: Stage | None
     attempts: int
@@ -116,6 +140,7 @@ class JobSummary(BaseModel):
             completion_reason=job.completion_reason,
             endpoint=job.endpoint,
             model=job.model,
+            action=job.action,
             priority=job.priority,
             stage=job.stage,
             attempts=job.attempts,

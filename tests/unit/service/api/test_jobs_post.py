@@ -116,7 +116,7 @@ def test_named_rules_make_one_job_per_series_and_rule(tmp_path: Path, qido: Qido
         ({"study_instance_uid": STUDY, "source": "pacs", "priority": "urgent"}, "priority"),
         ({"study_instance_uid": STUDY, "source": "pacs", "rules": []}, "rules"),
         ({"study_instance_uid": STUDY, "source": "pacs", "rules": ["../x"]}, "rules"),
-        # ad hoc actions are not carried: the job store has no place for prompts and windows
+        # an inline action goes under "action" (test_jobs_post_action.py), not at the top level
         ({"study_instance_uid": STUDY, "source": "pacs", "model": "3d", "prompts": ["liver"]}, "model"),
     ],
 )
