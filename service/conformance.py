@@ -17,12 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import (
-    PYNETDICOM_IMPLEMENTATION_UID,
-    PYNETDICOM_IMPLEMENTATION_VERSION,
-    AllStoragePresentationContexts,
-    StoragePresentationContexts,
-)
+from pynetdicom import AllStoragePresentationContexts, StoragePresentationContexts
 from pynetdicom.presentation import DEFAULT_TRANSFER_SYNTAXES  # type: ignore[attr-defined]
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -30,9 +25,9 @@ from config.rules_file import default_rules_path, load_rules
 from config.settings import ApiSettings, ListenerSettings
 from dicom_io.codes import coded_target
 from service.scp import TRANSFER_SYNTAXES
-from service.scp_part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from service.scp_status import Refusal, StoreOutcome
 from workers import pull
+from workers.dicom_identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = ["BLOCKS", "DOCUMENT", "render", "stale_blocks", "update"]
 
@@ -172,10 +167,8 @@ def implementation() -> str:
     return _table(
         ["Item", "Value"],
         [
-            ("Implementation Class UID, associations (pynetdicom's)", f"`{PYNETDICOM_IMPLEMENTATION_UID}`"),
-            ("Implementation Version Name, associations", f"`{PYNETDICOM_IMPLEMENTATION_VERSION}`"),
-            ("Implementation Class UID, files the listener writes", f"`{IMPLEMENTATION_CLASS_UID}`"),
-            ("Implementation Version Name, files the listener writes", f"`{IMPLEMENTATION_VERSION_NAME}`"),
+            ("Implementation Class UID (associations, listener files)", f"`{IMPLEMENTATION_CLASS_UID}`"),
+            ("Implementation Version Name", f"`{IMPLEMENTATION_VERSION_NAME}`"),
         ],
     )
 

@@ -36,6 +36,7 @@ from service.scp_status import InstanceRefusedError, StoreOutcome
 from service.scp_store import IncomingInstance
 from service.scp_transport import ListenerAssociation, ListenerServer
 from service.spool import free_bytes
+from workers.dicom_identity import identify
 from workers.jobs import Route
 from workers.storage import DataDir
 
@@ -81,7 +82,7 @@ class DicomListener:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        ae = AE(self.settings.ae_title)
+        ae = identify(AE(self.settings.ae_title))
         ae.maximum_pdu_size = self.listener.max_pdu
         ae.maximum_associations = self.listener.max_associations
         ae.require_called_aet = False  # decided by service.scp_admission, with named reasons

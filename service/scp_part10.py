@@ -9,25 +9,12 @@ length). The data set that follows is the received bytes, unchanged.
 from __future__ import annotations
 
 import struct
-import uuid
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, version
+
+from workers.dicom_identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = ["IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION_NAME", "part10_header"]
 
-# Fixed for ever (a name-based UUID under 2.25, PS3.5 §B.2): identifies files this gateway wrote.
-IMPLEMENTATION_CLASS_UID = f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, 'urn:mip-gateway:implementation').int}"
-
-
-def _version_name() -> str:
-    try:
-        release = version("mip-gateway")
-    except PackageNotFoundError:
-        release = "0"
-    return f"MIPGW_{release}"[:16]
-
-
-IMPLEMENTATION_VERSION_NAME = _version_name()
 
 _PREAMBLE = b"\0" * 128 + b"DICM"
 _SHORT = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length

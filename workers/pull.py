@@ -90,7 +90,9 @@ def _dicomweb(node: DicomWebNode) -> Any:
 def _cfind_series(name: str, node: DicomNode, study: str, *, calling_ae: str) -> list[str]:
     from pynetdicom import AE
 
-    ae = AE(ae_title=node.calling_ae_title or calling_ae)
+    from workers.dicom_identity import identify
+
+    ae = identify(AE(ae_title=node.calling_ae_title or calling_ae))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
     ae.add_requested_context(_STUDY_ROOT_FIND)
     query = Dataset()
@@ -161,6 +163,8 @@ def _cget(
 ) -> Pulled:
     from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 
+    from workers.dicom_identity import identify
+
     counts: Counter[str] = Counter()
     failures: list[str] = []
 
@@ -174,7 +178,7 @@ def _cget(
             return 0xA700  # out of resources: the node keeps the instance and reports the failure
         return 0x0000
 
-    ae = AE(ae_title=node.calling_ae_title or calling_ae)
+    ae = identify(AE(ae_title=node.calling_ae_title or calling_ae))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
     ae.add_requested_context(_STUDY_ROOT_GET)
     # C-GET receives on the same association: propose storage classes with the SCP role (an

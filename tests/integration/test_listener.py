@@ -51,6 +51,7 @@ from service.scp_status import Refusal, StoreOutcome
 from service.scp_transport import ListenerAssociation
 from tests.helpers import require_tool
 from tests.peers import TLSFiles, make_tls_files
+from workers.dicom_identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from workers.jobs import JobState, Priority
 from workers.storage import DataDir
 from workers.store import JobView, Store, list_jobs, open_store
@@ -251,8 +252,12 @@ def connection_ends(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> threading.E
 
 def test_c_echo_is_answered(gateway: StartGateway, echoscu: str) -> None:
     gw = gateway()
-    result = echo(echoscu, gw.port)
+    result = echo(echoscu, gw.port, "-d")
     assert result.returncode == 0, result.stderr
+    # the peer's log names the gateway, not the networking library under it
+    dialogue = result.stdout + result.stderr
+    assert f"Their Implementation Class UID:    {IMPLEMENTATION_CLASS_UID}" in dialogue
+    assert f"Their Implementation Version Name: {IMPLEMENTATION_VERSION_NAME}" in dialogue
     snapshot = gw.listener.counters.snapshot()
     assert (snapshot.associations, snapshot.refusals, snapshot.total_instances) == (1, {}, 0)
 

@@ -31,6 +31,7 @@ from workers.delivery.dimse_status import (
     StoreStatus,
 )
 from workers.delivery.dimse_transport import SenderAE, SenderSocket, TLSSocket, streaming_from_file
+from workers.dicom_identity import identify
 from workers.errors import DeliveryError
 
 __all__ = ["DimseSender"]
@@ -78,7 +79,7 @@ class DimseSender:
 
     def _deliver(self, path: Path, sop_class: UID, syntax: UID) -> str:
         node = self.node
-        ae = SenderAE(ae_title=self.calling_ae)
+        ae = identify(SenderAE(ae_title=self.calling_ae))
         for proposed in dict.fromkeys((syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian)):
             ae.add_requested_context(sop_class, proposed)  # one context each: the peer may take several
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = node.timeout_s
