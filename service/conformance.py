@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import AllStoragePresentationContexts, StoragePresentationContexts
 from pynetdicom.presentation import DEFAULT_TRANSFER_SYNTAXES  # type: ignore[attr-defined]
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -27,6 +27,7 @@ from dicom_io.codes import coded_target
 from service.scp import TRANSFER_SYNTAXES
 from service.scp_status import Refusal, StoreOutcome
 from workers import pull
+from workers.delivery.dimse import proposed_transfer_syntaxes
 from workers.dicom_identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 __all__ = ["BLOCKS", "DOCUMENT", "render", "stale_blocks", "update"]
@@ -36,8 +37,6 @@ DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "conformance.md"
 SEGMENTATION_STORAGE = UID("1.2.840.10008.5.1.4.1.1.66.4")
 # what the SEG writer (highdicom's default) encodes, and so what the sender proposes first
 SEG_TRANSFER_SYNTAX = ExplicitVRLittleEndian
-# C-GET proposes storage classes with the SCP role; an association holds at most 128 contexts
-PULL_STORAGE_CONTEXTS = 127
 
 _BLOCK = re.compile(r"(<!-- generated:(?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end:(?P=name) -->)", re.S)
 
@@ -88,7 +87,7 @@ def stow_failure_reasons() -> str:
 
 
 def storage_scu() -> str:
-    proposed = dict.fromkeys((SEG_TRANSFER_SYNTAX, ExplicitVRLittleEndian, ImplicitVRLittleEndian))
+    proposed = proposed_transfer_syntaxes(SEG_TRANSFER_SYNTAX)
     return _table(
         ["SOP class", "UID", "Transfer syntaxes proposed (one context each)", "Role"],
         [(*_uid_row(SEGMENTATION_STORAGE), ", ".join(UID(ts).name for ts in proposed), "SCU")],
@@ -102,7 +101,7 @@ def query_retrieve_scu() -> str:
         (*_uid_row(pull._STUDY_ROOT_FIND), syntaxes, "SCU", "SERIES"),
         (*_uid_row(pull._STUDY_ROOT_GET), syntaxes, "SCU", "STUDY, SERIES"),
     ]
-    storage = StoragePresentationContexts[:PULL_STORAGE_CONTEXTS]
+    storage = StoragePresentationContexts[: pull.PULL_STORAGE_CONTEXTS]
     first, last = storage[0].abstract_syntax, storage[-1].abstract_syntax
     text = _table(["SOP class", "UID", "Transfer syntaxes", "Role", "Levels"], rows)
     return text + (

@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 
 _STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Query/Retrieve Information Model - GET
 _STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
+# storage classes proposed with the SCP role on a C-GET association: at most 128 contexts, one is the C-GET
+PULL_STORAGE_CONTEXTS = 127
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +186,7 @@ def _cget(
     # C-GET receives on the same association: propose storage classes with the SCP role (an
     # association holds at most 128 presentation contexts, one of them the C-GET itself)
     roles: list[Any] = []
-    for context in StoragePresentationContexts[:127]:
+    for context in StoragePresentationContexts[:PULL_STORAGE_CONTEXTS]:
         syntax = context.abstract_syntax
         assert syntax is not None
         ae.add_requested_context(syntax)

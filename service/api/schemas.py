@@ -184,6 +184,8 @@ class StateChange(BaseModel):
 
 
 class StageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     stage: Stage
     attempt: int
     started_at: datetime
@@ -192,16 +194,12 @@ class StageOut(BaseModel):
 
     @classmethod
     def of(cls, stage: StageView) -> StageOut:
-        return cls(
-            stage=stage.stage,
-            attempt=stage.attempt,
-            started_at=stage.started_at,
-            finished_at=stage.finished_at,
-            seconds=stage.seconds,
-        )
+        return cls.model_validate(stage)
 
 
 class SegmentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     segment_number: int | None = Field(description="None: the segment was empty and left out of the SEG")
     prompt: str
     category: str = Field(description="the category the endpoint reported (text_features)")
@@ -224,21 +222,13 @@ class ResultOut(BaseModel):
             seg_sop_instance_uid=result.seg_sop_instance_uid,
             seg_series_instance_uid=result.seg_series_instance_uid,
             created_at=result.created_at,
-            segments=[
-                SegmentOut(
-                    segment_number=s.segment_number,
-                    prompt=s.prompt,
-                    category=s.category,
-                    pixel_count=s.pixel_count,
-                    volume_ml=s.volume_ml,
-                    empty=s.empty,
-                )
-                for s in result.segments
-            ],
+            segments=[SegmentOut.model_validate(s) for s in result.segments],
         )
 
 
 class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     destination: str
     state: DeliveryState
     attempts: int
@@ -249,15 +239,7 @@ class DeliveryOut(BaseModel):
 
     @classmethod
     def of(cls, delivery: DeliveryView) -> DeliveryOut:
-        return cls(
-            destination=delivery.destination,
-            state=delivery.state,
-            attempts=delivery.attempts,
-            last_error=delivery.last_error,
-            delivered_at=delivery.delivered_at,
-            created_at=delivery.created_at,
-            updated_at=delivery.updated_at,
-        )
+        return cls.model_validate(delivery)
 
 
 class JobDetail(JobSummary):

@@ -34,9 +34,15 @@ from workers.delivery.dimse_transport import SenderAE, SenderSocket, TLSSocket, 
 from workers.dicom_identity import identify
 from workers.errors import DeliveryError
 
-__all__ = ["DimseSender"]
+__all__ = ["DimseSender", "proposed_transfer_syntaxes"]
 
 log = structlog.get_logger(__name__)
+
+
+def proposed_transfer_syntaxes(file_syntax: UID) -> list[UID]:
+    """The file's own syntax first (sent as stored), then Explicit and Implicit VR Little Endian
+    (the latter is the default every SCP accepts)."""
+    return list(dict.fromkeys((file_syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian)))
 
 
 class DimseSender:
@@ -80,7 +86,7 @@ class DimseSender:
     def _deliver(self, path: Path, sop_class: UID, syntax: UID) -> str:
         node = self.node
         ae = identify(SenderAE(ae_title=self.calling_ae))
-        for proposed in dict.fromkeys((syntax, ExplicitVRLittleEndian, ImplicitVRLittleEndian)):
+        for proposed in proposed_transfer_syntaxes(syntax):
             ae.add_requested_context(sop_class, proposed)  # one context each: the peer may take several
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = node.timeout_s
         tls_args = self._tls_args()
