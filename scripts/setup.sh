@@ -69,11 +69,14 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
 fi
 
 if [[ $PEERS -eq 1 ]]; then
+    # Look past the virtualenv: pynetdicom installs Python apps named storescu etc. into it.
+    system_path="$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$VENV/bin" | paste -sd: -)"
+    system_has() { PATH="$system_path:/usr/sbin:/sbin" command -v "$1" >/dev/null; }
     missing=()
-    command -v storescu >/dev/null || missing+=(dcmtk)
-    command -v dciodvfy >/dev/null || missing+=(dicom3tools)
-    command -v dcm2niix >/dev/null || missing+=(dcm2niix)
-    command -v Orthanc >/dev/null || missing+=(orthanc orthanc-dicomweb)
+    system_has storescu || missing+=(dcmtk)
+    system_has dciodvfy || missing+=(dicom3tools)
+    system_has dcm2niix || missing+=(dcm2niix)
+    system_has Orthanc || missing+=(orthanc orthanc-dicomweb)
     if [[ ${#missing[@]} -gt 0 ]]; then
         log "installing peer tools: ${missing[*]}"
         apt_install "${missing[@]}" || log "could not install ${missing[*]} (not root?): the tests that need them will skip"

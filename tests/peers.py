@@ -59,12 +59,22 @@ def free_ports(count: int = 1) -> list[int]:
             sock.close()
 
 
+_PROC = Path("/proc/self/fd").is_dir()
+
+
 def _listening_ports(pid: int) -> set[int] | None:
-    """TCP ports ``pid`` listens on, from /proc; None when /proc cannot tell."""
+    """TCP ports ``pid`` listens on, from /proc; None only on a system without /proc.
+
+    A process that is exiting (say, storescp that could not bind) loses its /proc entries while
+    the parent has not reaped it yet: that reads as "listens on nothing", never as "cannot tell",
+    since a TCP probe would then find whoever else holds the port.
+    """
+    if not _PROC:
+        return None
     try:
         links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
     except OSError:
-        return None
+        return set()
     inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
     ports: set[int] = set()
     for table in ("tcp", "tcp6"):
@@ -149,7 +159,8 @@ class _Peer:
                 return False
             held = _listening_ports(self._process.pid)
             listening = set(ports) <= held if held is not None else all(_accepts(p) for p in ports)
-            if listening and self._ready(ports):
+            # still alive after the check: an answer from a process that has just died is not its own
+            if listening and self._ready(ports) and self._process.poll() is None:
                 return True
             time.sleep(0.02)
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_a_peer_whose_port_was_taken_starts_again_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seg: Path
 ) -> None:
     """tests.peers: a port taken between picking and starting is left for a new one."""
-    squatter = socket.create_server(("", 0))
+    squatter = socket.create_server(("127.0.0.1", 0))
     taken = squatter.getsockname()[1]
     offers = iter([[taken]])  # the first port offered is the squatter's
     monkeypatch.setattr(peers, "free_ports", lambda count=1: next(offers, None) or free_ports(count))
@@ -110,6 +111,19 @@ def test_a_peer_whose_port_was_taken_starts_again_elsewhere(
             .detail.startswith("C-STORE success")
         )
     assert scp.pid is None  # stopped
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc (Linux)")
+def test_a_peer_caught_exiting_listens_on_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests.peers: a descriptor that vanishes while /proc is read (the peer is exiting after a
+    failed bind) means "not listening", never "cannot tell", which would fall back to a TCP probe
+    that a squatter on the same port answers (a CI run once took the squatter for storescp)."""
+
+    def vanished(path: object) -> str:
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(peers.os, "readlink", vanished)
+    assert peers._listening_ports(os.getpid()) == set()
 
 
 def test_nothing_listening_is_a_retryable_connection_refused(seg: Path) -> None:
