@@ -115,6 +115,18 @@ class DicomNode(BaseModel):
     max_attempts: int = Field(default=8, ge=1)
     backoff_initial_s: float = Field(default=5.0, ge=0)
     backoff_max_s: float = Field(default=600.0, ge=0)
+    # as a source of POST /jobs
+    retrieve: Literal["c-get", "c-move"] = Field(
+        default="c-get",
+        description=(
+            "how a pull retrieves: C-GET on the query association, or C-MOVE to the gateway's own "
+            "listener (the node must know the gateway's AE title with the listener's host and port; "
+            "its instances are recognised by their Move Originator and never start a job of their own)"
+        ),
+    )
+    retrieve_timeout_s: float = Field(
+        default=600.0, gt=0, description="longest wait for the next C-GET / C-MOVE response"
+    )
 
 
 class DicomWebNode(BaseModel):
@@ -203,7 +215,7 @@ class Settings(BaseSettings):
     rules_file: Path | None = Field(default=None, description="default: the packaged config/rules.yaml")
     endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
     destinations: dict[str, Destination] = Field(default_factory=dict)
-    # nodes POST /jobs may pull a study from: DICOMweb (WADO-RS) or DICOM (C-GET)
+    # nodes POST /jobs may pull a study from: DICOMweb (WADO-RS) or DICOM (C-GET or C-MOVE)
     sources: dict[str, Destination] = Field(default_factory=dict)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     retention_days: float = Field(default=7.0, ge=0, description="received studies and SEGs kept this long")
@@ -226,6 +238,25 @@ class Settings(BaseSettings):
                         f"endpoint {name!r}: fallback {endpoint.fallback!r} serves another model"
                     )
         return self
+
+    def move_originators(self) -> frozenset[str]:
+        """The calling AE titles of this gateway's C-MOVE requests: an instance whose C-STORE names one
+        as its Move Originator was asked for by a pull job, not sent to start one."""
+        titles = {self.ae_title.strip()}
+        titles.update(
+            (node.calling_ae_title or self.ae_title).strip()
+            for node in self.sources.values()
+            if isinstance(node, DicomNode) and node.retrieve == "c-move"
+        )
+        return frozenset(titles)
+
+    def move_sources(self) -> frozenset[str]:
+        """The AE titles of C-MOVE sources: they store into the listener, so its allow-list admits them."""
+        return frozenset(
+            node.ae_title.strip()
+            for node in self.sources.values()
+            if isinstance(node, DicomNode) and node.retrieve == "c-move"
+        )
 
     @classmethod
     def settings_customise_sources(

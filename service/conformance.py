@@ -100,6 +100,7 @@ def query_retrieve_scu() -> str:
     rows = [
         (*_uid_row(pull._STUDY_ROOT_FIND), syntaxes, "SCU", "SERIES"),
         (*_uid_row(pull._STUDY_ROOT_GET), syntaxes, "SCU", "STUDY, SERIES"),
+        (*_uid_row(pull._STUDY_ROOT_MOVE), syntaxes, "SCU", "STUDY, SERIES"),
     ]
     storage = StoragePresentationContexts[: pull.PULL_STORAGE_CONTEXTS]
     first, last = storage[0].abstract_syntax, storage[-1].abstract_syntax

@@ -10,9 +10,12 @@ Per association: the request is admitted or refused with a named A-ASSOCIATE-RJ
 every C-STORE data set is validated, written durably and reported to the intake
 (:meth:`store`, run by :class:`service.scp_dimse.StoreReceiver`) before its answer is sent; a
 release tells the intake (``association_released``, which may complete series); an abort does
-not: its series are left to the idle timer. Logs carry the association id, calling AE and UIDs,
-never patient data. Every storage SOP class pynetdicom knows (Segmentation included) is accepted in
-the transfer syntaxes of :data:`TRANSFER_SYNTAXES`, stored as received.
+not: its series are left to the idle timer. An instance whose C-STORE names one of the gateway's own
+AE titles as its Move Originator was asked for by a pull job (C-MOVE): it is stored the same way but
+not reported to the intake, since the pull job, not a new one, processes its series. Logs carry the
+association id, calling AE and UIDs, never patient data. Every storage SOP class pynetdicom knows
+(Segmentation included) is accepted in the transfer syntaxes of :data:`TRANSFER_SYNTAXES`, stored as
+received.
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ class DicomListener:
         self._draining = threading.Event()
         self._server: ListenerServer | None = None
         self._thread: threading.Thread | None = None
+        # instances a pull job asked for by C-MOVE: stored, never tracked into a job of their own
+        self._move_originators = settings.move_originators()
+        self._move_sources = settings.move_sources()
 
     @property
     def port(self) -> int:
@@ -164,6 +170,7 @@ class DicomListener:
                 ae_title=self.settings.ae_title,
                 free_bytes=lambda: free_bytes(self.data),
                 draining=self._draining.is_set(),
+                move_sources=self._move_sources,
             )
             if refusal is None:
                 assoc.admitted = True
@@ -257,18 +264,24 @@ class DicomListener:
             "series": stored.series_instance_uid,
             "sop_instance_uid": stored.sop_instance_uid,
         }
-        try:
-            facts = result.header.arrival_facts(
-                route=Route.DIMSE, calling_ae=assoc.calling_ae or None, association=assoc.association_id
-            )
-            self.intake.received(facts)
-        except Exception:  # stored, but its series could not be tracked: let the sender retry
-            assoc.log.exception("scp.intake_failed", **uids)
-            return self._refused(assoc, instance, StoreOutcome.PROCESSING_FAILURE, "stored but not tracked")
+        retrieved = instance.move_originator in self._move_originators
+        if not retrieved:
+            try:
+                facts = result.header.arrival_facts(
+                    route=Route.DIMSE, calling_ae=assoc.calling_ae or None, association=assoc.association_id
+                )
+                self.intake.received(facts)
+            except Exception:  # stored, but its series could not be tracked: let the sender retry
+                assoc.log.exception("scp.intake_failed", **uids)
+                return self._refused(
+                    assoc, instance, StoreOutcome.PROCESSING_FAILURE, "stored but not tracked"
+                )
         self.counters.stored(assoc.calling_ae, instance.size, repeated=stored.repeated)
         assoc.receiver.stats.instances += 1
         assoc.receiver.stats.bytes += instance.size
-        if stored.repeated:
+        if retrieved:  # the pull job that sent the C-MOVE takes the series on from here
+            assoc.log.debug("scp.instance_retrieved", move_originator=instance.move_originator, **uids)
+        elif stored.repeated:
             assoc.log.info("scp.instance_repeated", **uids)
         else:
             assoc.log.debug("scp.instance_stored", size=stored.size, **uids)

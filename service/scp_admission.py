@@ -30,12 +30,14 @@ def admission(
     ae_title: str,
     free_bytes: Callable[[], int],
     draining: bool = False,
+    move_sources: frozenset[str] = frozenset(),
 ) -> Refusal | None:
-    """The refusal for this request, or None to accept it."""
+    """The refusal for this request, or None to accept it. ``move_sources``: the AE titles of the
+    C-MOVE sources, admitted with the allow-list (they store what a pull asked for)."""
     if draining:
         return Refusal.SHUTTING_DOWN
     allowed = {ae.strip() for ae in listener.allowed_calling_aes}
-    if allowed and request.calling_ae.strip() not in allowed:
+    if allowed and request.calling_ae.strip() not in allowed | move_sources:
         return Refusal.CALLING_AE_NOT_RECOGNISED
     if listener.check_called_ae and request.called_ae.strip() != ae_title.strip():
         return Refusal.CALLED_AE_NOT_RECOGNISED

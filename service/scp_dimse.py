@@ -52,6 +52,7 @@ COMMAND_FIELD = 0x00000100
 MESSAGE_ID = 0x00000110
 DATA_SET_TYPE = 0x00000800
 AFFECTED_SOP_INSTANCE_UID = 0x00001000
+MOVE_ORIGINATOR_AE_TITLE = 0x00001030
 
 Fragment = bytes | memoryview  # a presentation data value as received (views of the PDU's bytes)
 
@@ -83,6 +84,10 @@ def _us(elements: dict[int, bytes], tag: int) -> int | None:
 
 def _text(value: bytes) -> str:
     return value.decode("ascii", "replace").rstrip("\0 ").lstrip(" ")
+
+
+def _optional_text(value: bytes | None) -> str | None:
+    return (_text(value) or None) if value is not None else None
 
 
 def encode_store_response(
@@ -126,6 +131,7 @@ class ReceivedInstance:
     pending: list[Fragment] = field(default_factory=list)  # fragments the sink has not taken yet
     size: int = 0  # data set bytes received so far
     state: Any = None  # the sink's own record of this instance
+    move_originator: str | None = None  # the AE whose C-MOVE this C-STORE is a sub-operation of
 
 
 @dataclass(slots=True)
@@ -230,6 +236,7 @@ class StoreReceiver(DIMSEServiceProvider):
             message_id,
             raw_class,
             raw_instance,
+            move_originator=_optional_text(command.get(MOVE_ORIGINATOR_AE_TITLE)),
         )
 
     def _data_set_complete(self) -> None:

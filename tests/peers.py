@@ -38,7 +38,15 @@ from config.settings import DicomNode, DicomWebNode
 from tests.helpers import system_tool
 from workers.delivery import verify_signature
 
-__all__ = ["Orthanc", "StoreSCP", "TLSFiles", "free_ports", "make_tls_files", "write_sample_seg"]
+__all__ = [
+    "Orthanc",
+    "QueryRetrieveSCP",
+    "StoreSCP",
+    "TLSFiles",
+    "free_ports",
+    "make_tls_files",
+    "write_sample_seg",
+]
 
 LOOPBACK = "127.0.0.1"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -275,6 +283,56 @@ class StoreSCP(_Peer):
         }
         if self.tls is not None:
             values |= {"tls": True, "tls_ca_file": self.tls.ca_file}
+        return DicomNode(**(values | overrides))
+
+
+class QueryRetrieveSCP(_Peer):
+    """dcmtk ``dcmqrscp`` (single process), an archive that answers C-FIND / C-GET / C-MOVE.
+
+    ``hosts`` maps a name to the (AE title, port) at 127.0.0.1 of each move destination it knows;
+    any other destination gets 0xA801. :meth:`add` indexes files into its database directly
+    (``dcmqridx``), as if they had been stored.
+    """
+
+    name = "dcmqrscp"
+
+    def __init__(
+        self, tmp_dir: Path, hosts: Mapping[str, tuple[str, int]], ae_title: str = "DCMQRSCP"
+    ) -> None:
+        self.binary = _require("dcmqrscp", "dcmtk")
+        self.indexer = _require("dcmqridx", "dcmtk")
+        super().__init__(tmp_dir)
+        self.ae_title = ae_title
+        self.hosts = dict(hosts)
+        self.database = self.tmp_dir / "db"
+        self.database.mkdir(exist_ok=True)
+        self.host = LOOPBACK
+        self.port = 0
+
+    def _command(self, ports: Sequence[int]) -> list[str]:
+        (self.port,) = ports
+        hosts = "\n".join(f"{name} = ({aet}, {LOOPBACK}, {port})" for name, (aet, port) in self.hosts.items())
+        config = self.tmp_dir / "dcmqrscp.cfg"
+        config.write_text(
+            f"NetworkTCPPort = {self.port}\nMaxPDUSize = 65536\nMaxAssociations = 8\n\n"
+            f"HostTable BEGIN\n{hosts}\nHostTable END\n\nVendorTable BEGIN\nVendorTable END\n\n"
+            f"AETable BEGIN\n{self.ae_title} {self.database} RW (200, 1024mb) ANY\nAETable END\n"
+        )
+        return [self.binary, "--single-process", "-c", str(config), str(self.port)]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "TCP_NODELAY": "1"}
+
+    def add(self, files: Sequence[Path]) -> None:
+        subprocess.run([self.indexer, str(self.database), *map(str, files)], check=True, capture_output=True)
+
+    def dicom_node(self, **overrides: Any) -> DicomNode:
+        values: dict[str, Any] = {
+            "ae_title": self.ae_title,
+            "host": self.host,
+            "port": self.port,
+            "timeout_s": 10,
+        }
         return DicomNode(**(values | overrides))
 
 

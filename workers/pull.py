@@ -1,9 +1,15 @@
-"""Fetching a study (or one series) from a named source node into the spool: WADO-RS or C-GET.
+"""Fetching a study (or one series) from a named source node into the spool: WADO-RS, C-GET or C-MOVE.
 
 Used by the ``mipgw.pull`` task behind ``POST /jobs``. Each instance is written durably into the data
 directory as it arrives (never the whole study in memory), and the caller learns which series came
 in with how many instances. One attempt per call; a retryable failure raises DeliveryError with
 ``retryable=True`` (the same classification as sending).
+
+C-MOVE does not bring the instances back on its own association: the source opens one to the
+move destination — this gateway's AE title, i.e. its listener — and stores them there, naming our
+AE as the Move Originator, which is how the listener knows not to start a job of its own for them
+(:mod:`service.scp`). The final C-MOVE response comes after the last sub-operation, and the listener
+answers each only once the instance is durable, so by then the series is in the shared spool.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ __all__ = ["Pulled", "pull", "series_in_study"]
 log = structlog.get_logger(__name__)
 
 _STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Query/Retrieve Information Model - GET
+_STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # Study Root Query/Retrieve Information Model - MOVE
 _STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
 # storage classes proposed with the SCP role on a C-GET association: at most 128 contexts, one is the C-GET
 PULL_STORAGE_CONTEXTS = 127
@@ -38,7 +45,7 @@ PULL_STORAGE_CONTEXTS = 127
 class Pulled:
     study_instance_uid: str
     series: dict[str, int]  # series UID → instances stored
-    how: str  # "WADO-RS from <url>" / "C-GET from AE@host:port"
+    how: str  # "WADO-RS from <url>" / "C-GET from AE@host:port" / "C-MOVE from AE@host:port"
 
 
 def pull(
@@ -49,9 +56,13 @@ def pull(
     data: DataDir,
     *,
     calling_ae: str,
+    move_destination: str | None = None,
 ) -> Pulled:
+    """``move_destination``: the AE title a C-MOVE source stores to (the gateway's listener)."""
     if isinstance(node, DicomWebNode):
         return _wado(name, node, study, series, data)
+    if node.retrieve == "c-move":
+        return _cmove(name, node, study, series, data, calling_ae=calling_ae, destination=move_destination)
     return _cget(name, node, study, series, data, calling_ae=calling_ae)
 
 
@@ -181,7 +192,8 @@ def _cget(
         return 0x0000
 
     ae = identify(AE(ae_title=node.calling_ae_title or calling_ae))
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
+    ae.acse_timeout = node.timeout_s
+    ae.dimse_timeout = ae.network_timeout = node.retrieve_timeout_s
     ae.add_requested_context(_STUDY_ROOT_GET)
     # C-GET receives on the same association: propose storage classes with the SCP role (an
     # association holds at most 128 presentation contexts, one of them the C-GET itself)
@@ -191,11 +203,7 @@ def _cget(
         assert syntax is not None
         ae.add_requested_context(syntax)
         roles.append(build_role(syntax, scp_role=True))
-    query = Dataset()
-    query.QueryRetrieveLevel = "SERIES" if series else "STUDY"
-    query.StudyInstanceUID = study
-    if series:
-        query.SeriesInstanceUID = series
+    query = _retrieve_identifier(study, series)
     where = f"{node.ae_title}@{node.host}:{node.port}"
     assoc = ae.associate(
         node.host,
@@ -226,3 +234,124 @@ def _responses(
     for status, identifier in responses:
         if status:  # an empty status means the association broke
             yield status, identifier
+
+
+def _retrieve_identifier(study: str, series: str | None) -> Dataset:
+    query = Dataset()
+    query.QueryRetrieveLevel = "SERIES" if series else "STUDY"
+    query.StudyInstanceUID = study
+    if series:
+        query.SeriesInstanceUID = series
+    return query
+
+
+# C-MOVE final statuses (PS3.4 C.4.2.1.5) a person can act on, and whether trying again may help
+_MOVE_REFUSALS = {
+    0xA701: ("out of resources (cannot count the matches)", True),
+    0xA702: ("out of resources (cannot start the sub-operations)", True),
+    0xA801: ("the move destination is unknown to it", False),
+    0xA900: ("the identifier does not match the SOP class", False),
+    0xFE00: ("the retrieve was cancelled", True),
+}
+
+
+def _cmove(
+    name: str,
+    node: DicomNode,
+    study: str,
+    series: str | None,
+    data: DataDir,
+    *,
+    calling_ae: str,
+    destination: str | None,
+) -> Pulled:
+    from pynetdicom import AE
+
+    from workers.dicom_identity import identify
+
+    originator = node.calling_ae_title or calling_ae
+    destination = destination or calling_ae
+    ae = identify(AE(ae_title=originator))
+    ae.acse_timeout = node.timeout_s
+    ae.dimse_timeout = ae.network_timeout = node.retrieve_timeout_s
+    ae.add_requested_context(_STUDY_ROOT_MOVE)
+    where = f"{node.ae_title}@{node.host}:{node.port}"
+    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    if not assoc.is_established:
+        raise DeliveryError(
+            f"C-MOVE from {where}: association not accepted", destination=name, retryable=True
+        )
+    try:
+        statuses = [
+            status
+            for status, _ in _responses(
+                assoc.send_c_move(_retrieve_identifier(study, series), destination, _STUDY_ROOT_MOVE)
+            )
+        ]
+    finally:
+        assoc.release()
+    final = statuses[-1] if statuses else None
+    if final is None or final.Status in (0xFF00, 0xFF01):
+        raise DeliveryError(
+            f"C-MOVE from {where}: no final response (association broken)", destination=name, retryable=True
+        )
+    code = int(final.Status)
+    completed = int(final.get("NumberOfCompletedSuboperations", 0) or 0)
+    warned = int(final.get("NumberOfWarningSuboperations", 0) or 0)
+    failed = int(final.get("NumberOfFailedSuboperations", 0) or 0)
+    if code in _MOVE_REFUSALS:
+        meaning, retryable = _MOVE_REFUSALS[code]
+        hint = (
+            f": add AE {destination!r} (this gateway's listener, its host and port) to {name}'s DICOM nodes"
+            if code == 0xA801
+            else ""
+        )
+        raise DeliveryError(
+            f"C-MOVE from {where} refused with 0x{code:04X}, {meaning}{hint}",
+            destination=name,
+            retryable=retryable,
+        )
+    if code & 0xF000 == 0xC000 and not completed + warned + failed:
+        # Orthanc, for one, answers 0xC000 both for a destination it does not know and for one it
+        # cannot reach, and says no more
+        raise DeliveryError(
+            f"C-MOVE from {where} failed with 0x{code:04X} (unable to process) before sending anything: "
+            f"does {name} know AE {destination!r} (this gateway's listener, its host and port), and is "
+            "the listener up?",
+            destination=name,
+            retryable=True,
+        )
+    if failed or code not in (0x0000, 0xB000):
+        raise DeliveryError(
+            f"C-MOVE from {where} to {destination!r} ended with 0x{code:04X}: {failed} of "
+            f"{completed + warned + failed} sub-operation(s) failed (the gateway's listener log names "
+            "each instance it refused)",
+            destination=name,
+            retryable=True,
+        )
+    moved = completed + warned
+    # what the listener stored (a series that was already in the spool counts whole)
+    counts = _spooled(data, study, series) if moved else {}
+    if sum(counts.values()) < moved:
+        # the instances went to an AE that is not this listener, or to one on another data directory
+        raise DeliveryError(
+            f"C-MOVE from {where} sent {moved} instance(s) to {destination!r} but the spool holds "
+            f"{sum(counts.values())}: is {destination!r} this gateway's listener, on the same data "
+            "directory?",
+            destination=name,
+            retryable=True,
+        )
+    log.info("pull.done", source=name, study_instance_uid=study, instances=moved, how="C-MOVE")
+    return Pulled(study, counts, f"C-MOVE from {where}")
+
+
+def _spooled(data: DataDir, study: str, series: str | None) -> dict[str, int]:
+    """Instances in the spool per series: of the one series, or of every series of the study."""
+    try:
+        if series is not None:
+            folders = [data.incoming_series(study, series)]
+        else:
+            folders = [path for path in data.incoming_study(study).iterdir() if path.is_dir()]
+        return {folder.name: n for folder in folders if (n := sum(1 for _ in folder.glob("*.dcm")))}
+    except (OSError, ValueError):
+        return {}

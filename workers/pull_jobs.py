@@ -1,8 +1,9 @@
 """A job that starts at a source node: pull its series into the spool, then queue it like any other.
 
 ``POST /jobs`` creates jobs in state ``received`` with the source node's name as their source; the
-``mipgw.pull`` task brings the instances in (WADO-RS or C-GET, see :mod:`workers.pull`) and hands the
-job to the pipeline with the reason it is complete ("pulled by WADO-RS from …: 120 instances").
+``mipgw.pull`` task brings the instances in (WADO-RS, C-GET or C-MOVE, see :mod:`workers.pull`) and
+hands the job to the pipeline with the reason it is complete ("pulled by WADO-RS from …: 120
+instances").
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def pull_job(job_id: str, deps: Deps) -> JobState:
             job.series_instance_uid,
             deps.data,
             calling_ae=deps.settings.ae_title,
+            move_destination=deps.settings.ae_title,  # C-MOVE: to our own listener
         )
     except DeliveryError as exc:
         if exc.retryable:

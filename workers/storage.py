@@ -118,13 +118,11 @@ class DataDir:
     def relative(self, path: Path) -> str:
         return str(path.resolve().relative_to(self.root.resolve()))
 
+    def incoming_study(self, study_uid: str) -> Path:
+        return self.root / "incoming" / _uid(study_uid, "StudyInstanceUID")
+
     def incoming_series(self, study_uid: str, series_uid: str) -> Path:
-        return (
-            self.root
-            / "incoming"
-            / _uid(study_uid, "StudyInstanceUID")
-            / _uid(series_uid, "SeriesInstanceUID")
-        )
+        return self.incoming_study(study_uid) / _uid(series_uid, "SeriesInstanceUID")
 
     def incoming_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         return self.incoming_series(study_uid, series_uid) / f"{_uid(sop_uid, 'SOPInstanceUID')}.dcm"

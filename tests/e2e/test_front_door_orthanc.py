@@ -5,7 +5,8 @@ data directory, Redis as the broker (a database of our own, flushed before and a
 PostgreSQL database as the job store (created and dropped here), ``mip-gateway mock-endpoint`` as the
 3D model, and Orthanc (with DICOMweb and basic auth) as the PACS: the destination of DIMSE-routed
 SEGs (C-STORE, node ``pacs``) and of STOW-routed SEGs (STOW-RS, node ``pacsweb``), a sender itself,
-and the source ``POST /jobs`` pulls from (WADO-RS, node ``orthanc-web``; C-GET, node ``orthanc-dimse``).
+and the source ``POST /jobs`` pulls from (WADO-RS, node ``orthanc-web``; C-GET, node ``orthanc-dimse``;
+C-MOVE into the gateway's listener, node ``orthanc-move``, which must not start a second job).
 
 What goes in: dcmtk ``storescu`` and Orthanc's own C-STORE to the listener, ``dicomweb-client``
 STOW-RS to the API, and ``POST /jobs`` for a study Orthanc holds. What must come back: a DICOM SEG in
@@ -49,7 +50,8 @@ GATEWAY_AET = "MIPGW"
 SENDER_AET = "STORESCU"  # dcmtk storescu's calling AE in these tests
 ALLOWED_CALLING_AES = (SENDER_AET, "ORTHANC")
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk 3.6.7 leaves Nagle on otherwise
-WEB_SOURCE, DIMSE_SOURCE = "orthanc-web", "orthanc-dimse"  # POST /jobs sources: WADO-RS, C-GET
+# POST /jobs sources: WADO-RS, C-GET, and C-MOVE into the gateway's own listener
+WEB_SOURCE, DIMSE_SOURCE, MOVE_SOURCE = "orthanc-web", "orthanc-dimse", "orthanc-move"
 SEG_TIMEOUT_S = 240.0  # a shared 2-core machine: generous, never a timing assertion
 
 _SEG = (
@@ -160,6 +162,7 @@ def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
                                 "password": ORTHANC_PASSWORD,
                             },
                             DIMSE_SOURCE: pacs.dicom_node().model_dump(mode="json"),
+                            MOVE_SOURCE: pacs.dicom_node(retrieve="c-move").model_dump(mode="json"),
                         }
                     ),
                 },
@@ -403,8 +406,8 @@ def test_stow_rs_in_seg_stored_back_by_stow_rs(front_door: FrontDoor, tmp_path: 
 
 @pytest.mark.parametrize(
     ("source", "how", "seed"),
-    [(WEB_SOURCE, "WADO-RS", 26), (DIMSE_SOURCE, "C-GET", 27)],
-    ids=["wado-rs", "c-get"],
+    [(WEB_SOURCE, "WADO-RS", 26), (DIMSE_SOURCE, "C-GET", 27), (MOVE_SOURCE, "C-MOVE", 28)],
+    ids=["wado-rs", "c-get", "c-move"],
 )
 def test_post_jobs_pulls_a_study_from_orthanc_and_stores_a_seg_back(
     front_door: FrontDoor, tmp_path: Path, source: str, how: str, seed: int

@@ -1,8 +1,10 @@
 """``POST /jobs`` end to end against a real Orthanc: jobs made over HTTP (uvicorn on loopback), then the
-real pull task's function fills the spool by WADO-RS or C-GET and queues each job for processing."""
+real pull task's function fills the spool by WADO-RS, C-GET or C-MOVE (Orthanc storing into the
+gateway's real listener, in process) and queues each job for processing."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,22 @@ import pytest
 from config.rules_file import default_rules_path
 from dicom_io.testing.modules import StudyInfo
 from dicom_io.testing.phantoms import volume_phantom
+from service.scp import DicomListener
 from tests.peers import Orthanc, free_ports
 from tests.unit.service.api.apps import AUTH, ApiServer, ApiUnderTest, make_api
 from workers.context import build_deps
+from workers.errors import DeliveryError
 from workers.jobs import JobState, Route
+from workers.pull import pull
 from workers.pull_jobs import pull_job
 from workers.rules_loader import RulesSource
-from workers.store import get_job
+from workers.store import get_job, list_jobs
 
 pytestmark = pytest.mark.integration
 
-OUR_AE = "MIPGW"  # the settings' default ae_title: the calling AE of C-FIND and C-GET
+OUR_AE = "MIPGW"  # the settings' default ae_title: the calling AE of C-FIND, C-GET and C-MOVE
+LOOPBACK = "127.0.0.1"
+WAIT_S = 30.0  # a bound for what happens in the background, never a timing assertion
 
 
 class Study:
@@ -61,8 +68,34 @@ def api(tmp_path: Path, pacs: tuple[Orthanc, Study]) -> ApiUnderTest:
         sources={
             "web": orthanc.dicomweb_node().model_dump(mode="json"),
             "dimse": orthanc.dicom_node().model_dump(mode="json"),
+            "move": orthanc.dicom_node(retrieve="c-move").model_dump(mode="json"),
+        },
+        # Orthanc is not on the allow-list: a C-MOVE source is let in to store what it was asked for
+        listener={
+            "bind": LOOPBACK,
+            "port": 0,
+            "allowed_calling_aes": ["STORESCU"],
+            "spool_reserve_bytes": 0,
+            "completion_idle_s": 0.5,
         },
     )
+
+
+@pytest.fixture
+def listener(api: ApiUnderTest, pacs: tuple[Orthanc, Study]) -> Iterator[DicomListener]:
+    """The gateway's listener on the API's data directory and store, known to Orthanc as the "mipgw"
+    modality (the C-MOVE destination); its intake runs, so a series it took for a new one would
+    become a job at release or after the short idle timer."""
+    orthanc, _ = pacs
+    running = DicomListener(api.settings, api.intake, api.data, grace_s=5)
+    running.start()
+    api.intake.start()
+    orthanc.set_modality("mipgw", OUR_AE, running.port)
+    try:
+        yield running
+    finally:
+        running.stop()
+        api.intake.stop()
 
 
 @pytest.fixture
@@ -120,6 +153,66 @@ def test_a_study_is_pulled_as_one_queued_job_per_series(
         assert detail["completion_reason"].startswith(f"pulled by {how} from ")
         assert detail["completion_reason"].endswith(f": {len(sent)} instance(s)")
         assert [s["state"] for s in detail["states"]] == ["received", "queued"]
+
+
+def test_a_study_is_pulled_by_c_move_into_our_own_listener_as_no_job_of_its_own(
+    api: ApiUnderTest, server: ApiServer, pacs: tuple[Orthanc, Study], listener: DicomListener
+) -> None:
+    _, study = pacs
+    response = post_jobs(server, {"study_instance_uid": study.uid, "source": "move"})
+    assert response.status_code == 201, response.text
+    jobs = response.json()["jobs"]
+    assert sorted(j["series_instance_uid"] for j in jobs) == sorted(study.series)
+
+    assert sorted(run_pulls(api)) == sorted(j["id"] for j in jobs)
+    for job in jobs:
+        sent = study.series[job["series_instance_uid"]]
+        assert_spooled(api, job["id"], sent)
+        detail = httpx.get(f"{server.url}/jobs/{job['id']}", headers=AUTH, timeout=30).json()
+        assert detail["state"] == "queued"
+        assert detail["completion_reason"] == (
+            f"pulled by C-MOVE from ORTHANC@127.0.0.1:{pacs[0].dicom_port}: {len(sent)} instance(s)"
+        )
+    stored = listener.counters.snapshot().total_instances
+    assert stored == sum(len(sent) for sent in study.series.values())  # all came through the listener
+    # Orthanc has released its association, and the idle timer (0.5 s) has had its chance: still only
+    # the pull jobs, since every instance named us as its Move Originator
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        with api.store.session(readonly=True) as s:
+            assert sorted(job.id for job in list_jobs(s)) == sorted(j["id"] for j in jobs)
+        time.sleep(0.1)
+    assert api.intake.tracker.pending() == 0
+    assert sorted(api.queue.items) == sorted(("process", j["id"]) for j in jobs)
+
+
+@pytest.mark.parametrize("unreachable", [False, True], ids=["unknown-destination", "nobody-listening"])
+def test_a_c_move_orthanc_cannot_carry_out_says_what_to_check(
+    api: ApiUnderTest, pacs: tuple[Orthanc, Study], unreachable: bool
+) -> None:
+    """Orthanc answers 0xC000 with no sub-operations both when it does not know the destination and
+    when nothing listens there: retried (a listener may be restarting), with both causes named."""
+    orthanc, study = pacs
+    orthanc.set_modality("mipgw", OUR_AE, free_ports(1)[0])  # nobody listens there
+    destination = OUR_AE if unreachable else "NOBODY"
+    series = sorted(study.series)[0]
+    with pytest.raises(DeliveryError) as caught:
+        pull(
+            "move",
+            orthanc.dicom_node(retrieve="c-move"),
+            study.uid,
+            series,
+            api.data,
+            calling_ae=OUR_AE,
+            move_destination=destination,
+        )
+    assert caught.value.retryable is True
+    assert caught.value.reason == (
+        f"C-MOVE from ORTHANC@127.0.0.1:{orthanc.dicom_port} failed with 0xC000 (unable to process) "
+        f"before sending anything: does move know AE {destination!r} (this gateway's listener, its host "
+        "and port), and is the listener up?"
+    )
+    assert not api.data.incoming_series(study.uid, series).exists()
 
 
 def test_one_series_with_an_idempotency_key(

@@ -150,8 +150,14 @@ def test_orthanc_routes_to_the_gateway_and_takes_the_segs_back(compose: dict[str
     gateway = _environment(compose["services"]["scp"])
     assert (target["AET"], target["Host"], target["Port"]) == (gateway["MIPGW_AE_TITLE"], "scp", scp.port)
     assert config["DicomWeb"]["Enable"] is True
-    pacs = {k.removeprefix("MIPGW_DESTINATIONS__PACS__"): v for k, v in gateway.items() if "__PACS__" in k}
-    assert pacs == {"KIND": "dicom", "AE_TITLE": config["DicomAet"], "HOST": "orthanc", "PORT": "4242"}
+    node = {"KIND": "dicom", "AE_TITLE": config["DicomAet"], "HOST": "orthanc", "PORT": "4242"}
+    pacs = {
+        k.removeprefix("MIPGW_DESTINATIONS__PACS__"): v for k, v in gateway.items() if "_DESTINATIONS__" in k
+    }
+    assert pacs == node
+    # the pull source is the same Orthanc by C-MOVE, into the listener it knows as a modality
+    source = {k.removeprefix("MIPGW_SOURCES__PACS__"): v for k, v in gateway.items() if "_SOURCES__" in k}
+    assert source == node | {"RETRIEVE": "c-move"}
     assert config["DicomPort"] == 4242
 
 

@@ -59,3 +59,22 @@ def test_bad_endpoint_settings_are_refused() -> None:
         EndpointSettings(url="https://x/score", model="2d", key="k", entra=True)
     with pytest.raises(ValidationError, match="not in headers"):
         EndpointSettings(url="https://x/score", model="2d", headers={"Authorization": "Bearer k"})
+
+
+def test_c_move_sources_name_who_stores_for_a_pull_and_for_whom() -> None:
+    node = {"kind": "dicom", "host": "10.0.0.5", "port": 104}
+    settings = Settings(
+        ae_title="MIPGW",
+        sources={
+            "pacs": {**node, "ae_title": "PACS", "retrieve": "c-move"},
+            "vna": {**node, "ae_title": "VNA", "retrieve": "c-move", "calling_ae_title": "MIPGW_VNA"},
+            "old": {**node, "ae_title": "OLDPACS"},  # C-GET: stores on our own association
+            "web": {"kind": "dicomweb", "url": "http://pacs/dicom-web"},
+        },
+    )
+    assert settings.sources["old"].retrieve == "c-get"  # type: ignore[union-attr]
+    assert settings.move_sources() == {"PACS", "VNA"}
+    assert settings.move_originators() == {"MIPGW", "MIPGW_VNA"}
+    assert Settings().move_originators() == {"MIPGW"}  # the listener's own AE title, always
+    with pytest.raises(ValidationError):
+        Settings(sources={"x": {**node, "ae_title": "X", "retrieve": "c-find"}})

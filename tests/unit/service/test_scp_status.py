@@ -66,6 +66,7 @@ def _decide(
     free: int = 10**12,
     active: int = 0,
     draining: bool = False,
+    move_sources: frozenset[str] = frozenset(),
 ) -> Refusal | None:
     return admission(
         AssociationRequest(calling, called, active_associations=active),
@@ -73,6 +74,7 @@ def _decide(
         ae_title="MIPGW",
         free_bytes=lambda: free,
         draining=draining,
+        move_sources=move_sources,
     )
 
 
@@ -86,6 +88,12 @@ def test_allow_list_and_called_ae() -> None:
     assert _decide(strict, "CT1", "OTHER") is Refusal.CALLED_AE_NOT_RECOGNISED
     assert _decide(strict, "CT1", "MIPGW   ") is None
     assert _decide(ListenerSettings(check_called_ae=False), "CT1", "OTHER") is None
+    # a C-MOVE source stores what a pull asked for: admitted with the allow-list, still by called AE
+    assert _decide(strict, "PACS", move_sources=frozenset({"PACS"})) is None
+    assert (
+        _decide(strict, "PACS", "OTHER", move_sources=frozenset({"PACS"})) is Refusal.CALLED_AE_NOT_RECOGNISED
+    )
+    assert _decide(strict, "OTHER", move_sources=frozenset({"PACS"})) is Refusal.CALLING_AE_NOT_RECOGNISED
 
 
 def test_limits_reserve_and_shutdown() -> None:
