@@ -52,6 +52,7 @@ from service.api.app import create_app
 from service.commands.wiring import api_auth_problem, api_config, build_intake, remove_stale_stow_parts
 from service.demo_node import DemoNode, send_study
 from service.mock.server import bind_socket, socket_url
+from service.parent_death import PARENT_ENV
 from service.scp import DicomListener
 from service.worker_process import WorkerProcess
 from workers.jobs import FINAL_STATES, JobState
@@ -225,7 +226,11 @@ def _serve(args: argparse.Namespace, plan: _Plan, stack: ExitStack) -> int:
         )
         return 1
     stack.callback(listener.stop)  # on an early exit; normally the stop thread below has stopped it
-    worker = WorkerProcess(_worker_argv(args), _child_env(os.environ, plan), grace_s=args.worker_grace)
+    worker = WorkerProcess(
+        _worker_argv(args),
+        _child_env(os.environ, plan) | {PARENT_ENV: str(os.getpid())},  # even if we are SIGKILLed
+        grace_s=args.worker_grace,
+    )
     worker.start()
     stack.callback(worker.stop)
     intake.start()

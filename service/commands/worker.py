@@ -10,6 +10,7 @@ import structlog
 from celery.signals import worker_ready, worker_shutting_down
 
 from config.settings import get_settings
+from service.parent_death import stop_with_parent
 from workers.celery_app import DELIVERY_QUEUE, INFERENCE_QUEUES, create_celery
 
 __all__ = ["run_worker"]
@@ -18,6 +19,8 @@ log = structlog.get_logger(__name__)
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    if stop_with_parent():
+        log.debug("worker.stops_with_parent")
     settings = get_settings()
     app = create_celery(settings)
     queues = {

@@ -209,6 +209,21 @@ def test_serve_receives_by_storescu_and_serves_the_seg_over_http(tmp_path: Path)
     assert mock.app is not None
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_gateway_does_not_leave_its_worker_running(tmp_path: Path) -> None:
+    """SIGKILL gives serve no chance to stop its worker (in a session of its own): the kernel does."""
+    with serve(tmp_path, "--demo", env=_env(tmp_path)) as gateway:  # the demo keeps the worker busy
+        worker = gateway.worker_pid
+        gateway.wait_for(r"^demo: ", START_TIMEOUT_S)
+        assert _alive(worker)
+        os.kill(gateway.proc.pid, signal.SIGKILL)
+        gateway.proc.wait(timeout=10)
+        deadline = time.monotonic() + 60  # Celery's warm shutdown, on a busy machine
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+
+
 def _wait_for_final_job(client: httpx.Client, auth: dict[str, str]) -> dict[str, object]:
     deadline = time.monotonic() + JOB_TIMEOUT_S
     jobs: list[dict[str, object]] = []
