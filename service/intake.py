@@ -2,9 +2,11 @@
 
 Each received instance is already durable in the spool when it reaches :class:`Intake`; the tracker
 decides when its series is complete; a complete series becomes one job (route, calling AE, why it was
-judged complete) and is queued. The job's idempotency key is the series and the exact set of SOP
-Instance UIDs it holds, so the same series sent twice is processed once, while a series that grew
-(late instances) is processed again as a new run.
+judged complete) and is queued — or, if the broker refuses it now, queued by a later tick
+(:class:`~workers.enqueue_retry.RetryingEnqueuer`; the job itself is already in the store). The
+job's idempotency key is the series and the exact set of SOP Instance UIDs it holds, so the same
+series sent twice is processed once, while a series that grew (late instances) is processed again as
+a new run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 import structlog
 
 from service.completion import ArrivalFacts, CompletedSeries, CompletionTracker
+from workers.enqueue_retry import RetryingEnqueuer
 from workers.jobs import JobState, Priority
 from workers.pipeline import Enqueuer
 from workers.storage import DataDir
@@ -38,7 +41,8 @@ class Intake:
     ) -> None:
         self.data = data
         self.store = store
-        self.enqueue = enqueue
+        # the job is durable before its task is published: a broker that is down now gets it later
+        self.enqueue = enqueue if isinstance(enqueue, RetryingEnqueuer) else RetryingEnqueuer(enqueue)
         self.tracker = tracker
         self.actor = actor
         self._tick_s = tick_s
@@ -71,6 +75,7 @@ class Intake:
         return [self.submit(c) for c in done if c is not None]
 
     def tick(self) -> list[JobView]:
+        self.enqueue.flush()
         with self._unsubmitted_lock:
             retry, self._unsubmitted = self._unsubmitted, []
         return self._submit_or_retry([*retry, *self.tracker.due()])
@@ -138,3 +143,6 @@ class Intake:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.enqueue.held() and not self.enqueue.flush():
+            # the jobs are in the store: the workers' sweeper queues them after the visibility timeout
+            log.warning("intake.stopped_with_unpublished_tasks", held=self.enqueue.held())
