@@ -175,6 +175,14 @@ class ListenerSettings(BaseModel):
     allowed_calling_aes: tuple[str, ...] = ()
     check_called_ae: bool = True
     max_associations: int = Field(default=10, ge=1)
+    max_pending_connections: int = Field(
+        default=16,
+        ge=1,
+        description=(
+            "TCP connections beyond max_associations (not yet associated, or about to be refused with "
+            "a reason): past that, new connections are closed at once, before any thread is started"
+        ),
+    )
     max_pdu: int = Field(default=0, ge=0, description="0: unlimited (fastest receive)")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

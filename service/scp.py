@@ -80,6 +80,7 @@ class DicomListener:
         # instances a pull job asked for by C-MOVE: stored, never tracked into a job of their own
         self._move_originators = settings.move_originators()
         self._move_sources = settings.move_sources()
+        self._next_drop_log = 0.0
 
     @property
     def port(self) -> int:
@@ -109,6 +110,7 @@ class DicomListener:
             ],
             server_class=ListenerServer,
             hooks=self,
+            max_connections=self.listener.max_associations + self.listener.max_pending_connections,
         )
         assert isinstance(server, ListenerServer)
         self._server = server
@@ -206,6 +208,19 @@ class DicomListener:
             return
         for job in jobs:
             assoc.log.info("scp.series_completed", job_id=job.id, series=job.series_instance_uid)
+
+    def connection_dropped(self, peer: str) -> None:
+        self.counters.connection_dropped()
+        now = time.monotonic()
+        if now >= self._next_drop_log:  # a flood of connections must not flood the log too
+            self._next_drop_log = now + 10.0
+            log.warning(
+                "scp.connection_dropped",
+                peer=peer,
+                reason="too many open connections",
+                limit=self.listener.max_associations + self.listener.max_pending_connections,
+                dropped_total=self.counters.snapshot().dropped_connections,
+            )
 
     def association_ended(self, assoc: ListenerAssociation) -> None:
         assoc.receiver.abandon()  # an instance cut off by an abort: its temp file goes
@@ -335,4 +350,5 @@ def _totals(counters: ListenerCounters) -> dict[str, object]:
         "associations": snap.associations,
         "failures": sum(snap.failures.values()),
         "refusals": sum(snap.refusals.values()),
+        "dropped_connections": snap.dropped_connections,
     }

@@ -6,6 +6,7 @@ mipgw_scp_repeats_total{calling_ae}     stored again under a SOP Instance UID al
 mipgw_scp_failures_total{outcome}       instances refused (a StoreOutcome name)
 mipgw_scp_associations_total            associations accepted
 mipgw_scp_refusals_total{reason}        association requests refused (a Refusal name)
+mipgw_scp_dropped_connections_total     TCP connections closed at once: too many open
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class CounterSnapshot:
     failures: dict[str, int]
     associations: int
     refusals: dict[str, int]
+    dropped_connections: int = 0
 
     @property
     def total_instances(self) -> int:
@@ -43,6 +45,7 @@ class ListenerCounters:
     _failures: Counter[str] = field(default_factory=Counter)
     _refusals: Counter[str] = field(default_factory=Counter)
     _associations: int = 0
+    _dropped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stored(self, calling_ae: str, size: int, *, repeated: bool) -> None:
@@ -64,6 +67,10 @@ class ListenerCounters:
         with self._lock:
             self._refusals[refusal.name] += 1
 
+    def connection_dropped(self) -> None:
+        with self._lock:
+            self._dropped += 1
+
     def snapshot(self) -> CounterSnapshot:
         with self._lock:
             return CounterSnapshot(
@@ -73,4 +80,5 @@ class ListenerCounters:
                 failures=dict(self._failures),
                 associations=self._associations,
                 refusals=dict(self._refusals),
+                dropped_connections=self._dropped,
             )

@@ -14,7 +14,9 @@ each accepted connection gets:
 - its TLS handshake in its own thread (pynetdicom wraps sockets in the accept loop, where one slow
   or plain-TCP client holds up everyone's connection);
 - an end hook (:meth:`ConnectionHooks.association_ended`) that runs once the association's
-  thread has finished, however it ended.
+  thread has finished, however it ended;
+- a cap on open connections (:meth:`ListenerServer.verify_request`): beyond it a new connection is
+  closed in the accept loop, before a thread exists for it.
 
 pynetdicom's per-PDU logging handlers are unbound (they format every PDU even when not logged).
 Relies on pynetdicom 3.0 internals (the version is pinned); tests/integration/test_listener.py runs
@@ -64,6 +66,10 @@ def _unbind_log_handlers(target: Association | ThreadedAssociationServer) -> Non
 class ConnectionHooks(InstanceSink, Protocol):
     def association_ended(self, assoc: ListenerAssociation) -> None:
         """Called once per connection, after its association thread finished."""
+        ...
+
+    def connection_dropped(self, peer: str) -> None:
+        """A connection over the cap was closed at once (in the accept loop: must not block)."""
         ...
 
 
@@ -281,10 +287,12 @@ class ListenerServer(ThreadedAssociationServer):
     daemon_threads = True  # the listener joins them itself, with a deadline
     block_on_close = False
 
-    def __init__(self, *args: Any, hooks: ConnectionHooks, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, hooks: ConnectionHooks, max_connections: int, **kwargs: Any) -> None:
         self.hooks = hooks
+        self.max_connections = max_connections
         self._threads_lock = threading.Lock()
         self._request_threads: set[threading.Thread] = set()
+        self._connections = 0  # accepted and not yet finished, counted before their thread starts
         kwargs["request_handler"] = _RequestHandler
         super().__init__(*args, **kwargs)
         _unbind_log_handlers(self)
@@ -299,6 +307,39 @@ class ListenerServer(ThreadedAssociationServer):
         if self.ssl_context:  # handshake later, in the connection's own thread
             client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
         return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """A connection over the cap is closed at once, in the accept loop: a peer opening thousands
+        of idle connections costs no threads (each would wait up to the ACSE timeout for its
+        association request) and no memory."""
+        with self._threads_lock:
+            if self._connections >= self.max_connections:
+                full = True
+            else:
+                self._connections += 1
+                full = False
+        if full:
+            self.hooks.connection_dropped(str(client_address[0]))
+        return not full
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (the process is out of them): not counted
+            with self._threads_lock:
+                self._connections -= 1
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._threads_lock:
+                self._connections -= 1
+
+    def connections(self) -> int:
+        with self._threads_lock:
+            return self._connections
 
     def track(self, thread: threading.Thread) -> None:
         with self._threads_lock:

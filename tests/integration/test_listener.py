@@ -404,6 +404,27 @@ def test_associations_beyond_the_maximum_are_refused(gateway: StartGateway, echo
     wait_until(lambda: echo(echoscu, gw.port).returncode == 0, "an echo after the release")
 
 
+def test_idle_connections_beyond_the_cap_are_closed_at_once(gateway: StartGateway, echoscu: str) -> None:
+    """Connections that never ask for an association (a port scanner, a flood) hold a thread each
+    until the ACSE timeout: beyond max_associations + max_pending_connections they are not let in."""
+    gw = gateway(max_associations=1, max_pending_connections=2)
+    server = gw.listener._server
+    assert server is not None
+    idle = [socket.create_connection((LOOPBACK, gw.port), timeout=5) for _ in range(3)]
+    try:
+        wait_until(lambda: server.connections() == 3, "three idle connections held")
+        with socket.create_connection((LOOPBACK, gw.port), timeout=5) as extra:
+            assert extra.recv(1) == b""  # closed by the listener, not left waiting
+        assert gw.listener.counters.snapshot().dropped_connections == 1
+        assert server.connections() == 3
+    finally:
+        for sock in idle:
+            sock.close()
+    # the idle ones end as soon as their peer closes: room for a real association again
+    wait_until(lambda: server.connections() == 0, "the idle connections to end")
+    assert echo(echoscu, gw.port).returncode == 0
+
+
 def test_invalid_uids_are_refused_and_the_association_goes_on(
     gateway: StartGateway, storescu: str, tmp_path: Path
 ) -> None:
