@@ -18,6 +18,8 @@ from pydicom import dcmread
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.events import Event
 
+from workers.dimse_reactor import pause_safely
+
 __all__ = ["DemoNode", "send_study"]
 
 log = structlog.get_logger(__name__)
@@ -87,7 +89,7 @@ def send_study(folder: Path, *, host: str, port: int, calling_ae: str, called_ae
     ae = AE(calling_ae)
     for pair in sorted({(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}):
         ae.add_requested_context(pair[0], pair[1])
-    assoc = ae.associate(host, port, ae_title=called_ae)
+    assoc = pause_safely(ae.associate(host, port, ae_title=called_ae))
     if not assoc.is_established:
         raise RuntimeError(f"{called_ae} at {host}:{port} refused the association")
     try:

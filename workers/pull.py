@@ -104,6 +104,7 @@ def _cfind_series(name: str, node: DicomNode, study: str, *, calling_ae: str) ->
     from pynetdicom import AE
 
     from workers.dicom_identity import identify
+    from workers.dimse_reactor import pause_safely
 
     ae = identify(AE(ae_title=node.calling_ae_title or calling_ae))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout_s
@@ -113,7 +114,7 @@ def _cfind_series(name: str, node: DicomNode, study: str, *, calling_ae: str) ->
     query.StudyInstanceUID = study
     query.SeriesInstanceUID = ""
     where = f"{node.ae_title}@{node.host}:{node.port}"
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    assoc = pause_safely(ae.associate(node.host, node.port, ae_title=node.ae_title))
     if not assoc.is_established:
         raise DeliveryError(f"C-FIND at {where}: association not accepted", destination=name, retryable=True)
     found = []
@@ -177,6 +178,7 @@ def _cget(
     from pynetdicom import AE, StoragePresentationContexts, build_role, evt
 
     from workers.dicom_identity import identify
+    from workers.dimse_reactor import pause_safely
 
     counts: Counter[str] = Counter()
     failures: list[str] = []
@@ -205,12 +207,14 @@ def _cget(
         roles.append(build_role(syntax, scp_role=True))
     query = _retrieve_identifier(study, series)
     where = f"{node.ae_title}@{node.host}:{node.port}"
-    assoc = ae.associate(
-        node.host,
-        node.port,
-        ae_title=node.ae_title,
-        ext_neg=roles,
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    assoc = pause_safely(
+        ae.associate(
+            node.host,
+            node.port,
+            ae_title=node.ae_title,
+            ext_neg=roles,
+            evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )
     )
     if not assoc.is_established:
         raise DeliveryError(f"C-GET from {where}: association not accepted", destination=name, retryable=True)
@@ -268,6 +272,7 @@ def _cmove(
     from pynetdicom import AE
 
     from workers.dicom_identity import identify
+    from workers.dimse_reactor import pause_safely
 
     originator = node.calling_ae_title or calling_ae
     destination = destination or calling_ae
@@ -276,7 +281,7 @@ def _cmove(
     ae.dimse_timeout = ae.network_timeout = node.retrieve_timeout_s
     ae.add_requested_context(_STUDY_ROOT_MOVE)
     where = f"{node.ae_title}@{node.host}:{node.port}"
-    assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+    assoc = pause_safely(ae.associate(node.host, node.port, ae_title=node.ae_title))
     if not assoc.is_established:
         raise DeliveryError(
             f"C-MOVE from {where}: association not accepted", destination=name, retryable=True

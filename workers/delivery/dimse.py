@@ -32,6 +32,7 @@ from workers.delivery.dimse_status import (
 )
 from workers.delivery.dimse_transport import SenderAE, SenderSocket, TLSSocket, streaming_from_file
 from workers.dicom_identity import identify
+from workers.dimse_reactor import pause_safely
 from workers.errors import DeliveryError
 
 __all__ = ["DimseSender", "proposed_transfer_syntaxes"]
@@ -92,12 +93,15 @@ class DimseSender:
         tls_args = self._tls_args()
         started = time.monotonic()
         try:
-            assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
+            assoc = pause_safely(
+                ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
+            )
         except OSError as exc:  # the host name is resolved before pynetdicom's own error handling
             outcome = ConnectionOutcome.of_connect_error(exc)
             raise self._error(f"{outcome.value} ({self._peer}): {exc}", outcome.retryable) from exc
         if not assoc.is_established:
             raise self._association_error(assoc, ae.socket, sop_class, time.monotonic() - started)
+        pause_safely(assoc)
         try:
             status = self._store(assoc, path, sop_class, syntax)
         finally:
