@@ -192,6 +192,18 @@ def _parser() -> argparse.ArgumentParser:
         "--worker-grace", type=float, default=60.0, metavar="S", help="on stop, the worker's time to finish"
     )
     serve.set_defaults(handler="service.commands.serve:run_serve")
+
+    nodes = sub.add_parser(
+        "nodes", help="check that every configured node answers, as the gateway reaches it"
+    )
+    nodes_sub = nodes.add_subparsers(dest="nodes_command", required=True, metavar="ACTION")
+    nodes_check = nodes_sub.add_parser(
+        "check",
+        help="C-ECHO DICOM nodes, QIDO-RS DICOMweb nodes, reach each endpoint (exit 1 when one fails)",
+    )
+    nodes_check.add_argument("names", nargs="*", metavar="NAME", help="only these nodes (default: all)")
+    nodes_check.add_argument("--json", action="store_true", help="one JSON object per node")
+    nodes_check.set_defaults(handler="service.commands.nodes:run_check")
     return parser
 
 

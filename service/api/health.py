@@ -38,7 +38,7 @@ from service.api.problems import problem_responses
 from workers.storage import DataDir
 from workers.store import Store
 
-__all__ = ["BrokerProbe", "CheckResult", "Readiness", "router"]
+__all__ = ["BrokerProbe", "CheckResult", "Readiness", "http_origin_check", "router"]
 
 _TIMEOUT_S = 2.0
 _REDIS_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport keeps priorities 3, 6, 9 in sibling lists
@@ -148,7 +148,7 @@ class Readiness:
             "spool": self._spool,
         }
         for name, endpoint in self.settings.endpoints.items():
-            checks[f"endpoint:{name}"] = _http_origin(str(endpoint.url))
+            checks[f"endpoint:{name}"] = http_origin_check(str(endpoint.url))
         return checks
 
     def run(self, deadline_s: float = 2 * _TIMEOUT_S) -> list[CheckResult]:
@@ -182,7 +182,8 @@ class Readiness:
         return f"{incoming} writable"
 
 
-def _http_origin(url: str) -> Callable[[], str]:
+def http_origin_check(url: str) -> Callable[[], str]:
+    """A check that the URL's origin answers HTTP at all (any status proves the path and TLS)."""
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc}/"
 

@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from config.settings import DicomNode
 from workers.delivery.base import DeliveryReceipt
@@ -84,30 +85,48 @@ class DimseSender:
         except (OSError, InvalidDicomError, AttributeError) as exc:
             raise self._error(f"cannot read the file meta of {path.name}: {exc}", retryable=False) from exc
 
-    def _deliver(self, path: Path, sop_class: UID, syntax: UID) -> str:
-        node = self.node
-        ae = identify(SenderAE(ae_title=self.calling_ae))
-        for proposed in proposed_transfer_syntaxes(syntax):
-            ae.add_requested_context(sop_class, proposed)  # one context each: the peer may take several
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = node.timeout_s
-        tls_args = self._tls_args()
+    def echo(self) -> str:
+        """C-ECHO the node as a delivery would reach it (same AE titles, TLS, timeouts); what it said,
+        or DeliveryError with the same named reasons as a failed C-STORE."""
         started = time.monotonic()
+        assoc = self._associate(UID(Verification), [ImplicitVRLittleEndian])
         try:
-            assoc = pause_safely(
-                ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
-            )
-        except OSError as exc:  # the host name is resolved before pynetdicom's own error handling
-            outcome = ConnectionOutcome.of_connect_error(exc)
-            raise self._error(f"{outcome.value} ({self._peer}): {exc}", outcome.retryable) from exc
-        if not assoc.is_established:
-            raise self._association_error(assoc, ae.socket, sop_class, time.monotonic() - started)
-        pause_safely(assoc)
+            status = assoc.send_c_echo()
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        if "Status" not in status:
+            raise self._error(f"{ConnectionOutcome.ABORTED.value} during C-ECHO ({self._peer})", True)
+        code = int(status.Status)
+        if code != 0x0000:
+            raise self._error(f"C-ECHO answered 0x{code:04X} ({self._peer})", False)
+        return f"C-ECHO success in {1000 * (time.monotonic() - started):.0f} ms"
+
+    def _deliver(self, path: Path, sop_class: UID, syntax: UID) -> str:
+        assoc = self._associate(sop_class, proposed_transfer_syntaxes(syntax))
         try:
             status = self._store(assoc, path, sop_class, syntax)
         finally:
             if assoc.is_established:
                 assoc.release()
         return self._judge(status)
+
+    def _associate(self, sop_class: UID, syntaxes: list[UID]) -> Association:
+        node = self.node
+        ae = identify(SenderAE(ae_title=self.calling_ae))
+        for proposed in syntaxes:
+            ae.add_requested_context(sop_class, proposed)  # one context each: the peer may take several
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = node.timeout_s
+        tls_args = self._tls_args()
+        started = time.monotonic()
+        try:
+            assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, tls_args=tls_args)
+        except OSError as exc:  # the host name is resolved before pynetdicom's own error handling
+            outcome = ConnectionOutcome.of_connect_error(exc)
+            raise self._error(f"{outcome.value} ({self._peer}): {exc}", outcome.retryable) from exc
+        if not assoc.is_established:
+            raise self._association_error(assoc, ae.socket, sop_class, time.monotonic() - started)
+        return pause_safely(assoc)
 
     def _tls_args(self) -> tuple[ssl.SSLContext, str] | None:
         node = self.node

@@ -21,6 +21,7 @@ Answers (:func:`parse_stow_response` reads the body, :class:`StowSender` decides
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -188,6 +189,26 @@ class StowSender:
             raise
         bound.info("stow.sent", detail=detail, url=self._public)
         return DeliveryReceipt(self.name, sop_instance_uid, detail)
+
+    def probe(self) -> str:
+        """QIDO-RS for one study with the same URL root and credentials a STOW would use: reachable and
+        accepted, or DeliveryError naming what is wrong (refused credentials, no DICOMweb there...)."""
+        url = self.url + "?limit=1"
+        started = time.monotonic()
+        try:
+            response = self._client.get(
+                url, headers={"Accept": "application/dicom+json", **self._auth_headers()}
+            )
+        except httpx.TransportError as exc:
+            raise self._error(f"QIDO-RS at {self._public} failed: {type(exc).__name__}: {exc}", True) from exc
+        code = response.status_code
+        if code in (200, 204):
+            return f"QIDO-RS answered {code} in {1000 * (time.monotonic() - started):.0f} ms"
+        if code in (401, 403):
+            raise self._error(f"{self._public} rejected the credentials ({code})", False)
+        raise self._error(
+            f"QIDO-RS at {self._public} answered {code} {response.reason_phrase}".rstrip(), code >= 500
+        )
 
     def _post(self, path: Path, sop_instance_uid: str) -> str:
         boundary = uuid.uuid4().hex  # 128 random bits: not expected inside the file
