@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import empty_folder
 from bench.ctgen import ct_series
 from tests.helpers import system_tool
 from tests.peers import Orthanc, StoreSCP
@@ -81,11 +82,6 @@ def _timed(run: Callable[[], object]) -> float:
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
-
-
-def _empty(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
 
 
 def main() -> None:
@@ -153,13 +149,13 @@ def main() -> None:
             }
             times: dict[str, list[float]] = {name: [] for name in runs}
             for run, output in runs.values():  # warm-up
-                _empty(output)
+                empty_folder(output)
                 run()
             for trial in range(args.repeats):
                 order = list(runs) if trial % 2 == 0 else list(reversed(runs))
                 for name in order:
                     run, output = runs[name]
-                    _empty(output)
+                    empty_folder(output)
                     os.sync()
                     time.sleep(0.2)
                     times[name].append(_timed(run))

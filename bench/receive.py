@@ -36,16 +36,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import empty_folder, free_port
 from bench.ctgen import ct_series
 from tests.helpers import system_tool
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk 3.6.7 leaves Nagle on otherwise (29x slower)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -81,11 +76,6 @@ def _send(storescu: str, port: int, files: list[Path], associations: int) -> flo
     return time.perf_counter() - start
 
 
-def _empty(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -105,7 +95,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-receive-"))
     ref_out, ours_data = work / "storescp", work / "gateway"
     ref_out.mkdir()
-    ref_port, our_port = _free_port(), 0
+    ref_port, our_port = free_port(), 0
     log = (work / "scp.log").open("wb")
     reference = subprocess.Popen(
         [storescp, "+B", "-pdu", "131072", "-od", str(ref_out), str(ref_port)],
@@ -145,7 +135,7 @@ def main() -> None:
             order = list(runs) if trial % 2 == 0 else list(reversed(runs))
             for n in (1, 4):
                 for name in order:
-                    _empty(outputs[name])
+                    empty_folder(outputs[name])
                     os.sync()
                     time.sleep(0.2)
                     times[(name, n)].append(runs[name](n))

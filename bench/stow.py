@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ import httpx
 import pydicom
 from pydicom.uid import generate_uid
 
+from bench.common import free_port
 from bench.ctgen import ct_series
 
 CLI = str(Path(sys.executable).with_name("mip-gateway"))
@@ -130,12 +130,6 @@ def start_api(tmp: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[-1].strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _orthanc_log(logs: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(logs.glob("*")) if not p.is_symlink())
 
@@ -151,7 +145,7 @@ def start_orthanc(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     logs = tmp / "orthanc-logs"
     logs.mkdir(exist_ok=True)
     for _ in range(3):
-        port, name = _free_port(), f"bench-{uuid.uuid4().hex[:12]}"
+        port, name = free_port(), f"bench-{uuid.uuid4().hex[:12]}"
         # Everything not named here stays at Orthanc's defaults (SyncStorageArea true, MD5 on,
         # no compression, no ingest transcoding, 50 HTTP threads).
         config = {

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from dicom_io.reading import scan
 from dicom_io.series import Series, assemble
 from dicom_io.testing.scene import ImagePhantom, Phantom
+from workers.jobs import Priority
 
 SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
 
@@ -45,3 +47,22 @@ def written_series(phantom: Phantom | ImagePhantom, folder: Path) -> Series:
     phantom.write(folder)
     (series,) = assemble(scan([folder]).instances)
     return series
+
+
+class IntakeQueue:
+    """The queue boundary as the intake sees it (workers.pipeline.Enqueuer): remembers the jobs it was
+    asked to process; the intake never delivers or pulls, so those fail the test."""
+
+    def __init__(self) -> None:
+        self.processed: list[str] = []
+        self._lock = threading.Lock()
+
+    def process(self, job_id: str, priority: Priority) -> None:
+        with self._lock:
+            self.processed.append(job_id)
+
+    def deliver(self, job_id: str, destination: str) -> None:
+        raise AssertionError("the intake never delivers")
+
+    def pull(self, job_id: str) -> None:
+        raise AssertionError("the intake never pulls")

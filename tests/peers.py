@@ -105,6 +105,12 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def _dicom_node(ae_title: str, port: int, overrides: Mapping[str, Any], **extra: Any) -> DicomNode:
+    """A node for a peer on loopback, as the gateway's settings would name it (short test timeouts)."""
+    values: dict[str, Any] = {"ae_title": ae_title, "host": LOOPBACK, "port": port, "timeout_s": 10, **extra}
+    return DicomNode(**(values | dict(overrides)))
+
+
 def _require(binary: str, package: str) -> str:
     path = system_tool(binary)
     if path is None:
@@ -275,15 +281,8 @@ class StoreSCP(_Peer):
         return sorted(path for path in self.output_dir.iterdir() if path.is_file())
 
     def dicom_node(self, **overrides: Any) -> DicomNode:
-        values: dict[str, Any] = {
-            "ae_title": self.ae_title,
-            "host": self.host,
-            "port": self.port,
-            "timeout_s": 10,
-        }
-        if self.tls is not None:
-            values |= {"tls": True, "tls_ca_file": self.tls.ca_file}
-        return DicomNode(**(values | overrides))
+        tls = {"tls": True, "tls_ca_file": self.tls.ca_file} if self.tls is not None else {}
+        return _dicom_node(self.ae_title, self.port, overrides, **tls)
 
 
 class QueryRetrieveSCP(_Peer):
@@ -327,13 +326,7 @@ class QueryRetrieveSCP(_Peer):
         subprocess.run([self.indexer, str(self.database), *map(str, files)], check=True, capture_output=True)
 
     def dicom_node(self, **overrides: Any) -> DicomNode:
-        values: dict[str, Any] = {
-            "ae_title": self.ae_title,
-            "host": self.host,
-            "port": self.port,
-            "timeout_s": 10,
-        }
-        return DicomNode(**(values | overrides))
+        return _dicom_node(self.ae_title, self.port, overrides)
 
 
 class Orthanc(_Peer):
@@ -483,13 +476,7 @@ class Orthanc(_Peer):
         return dict(response.json())
 
     def dicom_node(self, **overrides: Any) -> DicomNode:
-        values: dict[str, Any] = {
-            "ae_title": self.aet,
-            "host": self.host,
-            "port": self.dicom_port,
-            "timeout_s": 10,
-        }
-        return DicomNode(**(values | overrides))
+        return _dicom_node(self.aet, self.dicom_port, overrides)
 
     def dicomweb_node(self, **overrides: Any) -> DicomWebNode:
         values: dict[str, Any] = {"url": self.dicomweb_url, "timeout_s": 30}

@@ -49,10 +49,10 @@ from service.intake import Intake
 from service.scp import DicomListener
 from service.scp_status import Refusal, StoreOutcome
 from service.scp_transport import ListenerAssociation
-from tests.helpers import require_tool
+from tests.helpers import IntakeQueue, require_tool
 from tests.peers import TLSFiles, make_tls_files
 from workers.dicom_identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from workers.jobs import JobState, Priority
+from workers.jobs import JobState
 from workers.storage import DataDir
 from workers.store import JobView, Store, list_jobs, open_store
 
@@ -63,24 +63,6 @@ OUR_AE = "MIPGW"
 SENDER_AE = "STORESCU"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk 3.6.7 leaves Nagle on otherwise
 WAIT_S = 30.0  # a bound for things that happen in the background, never a timing assertion
-
-
-class RecordingEnqueuer:
-    """The queue boundary (workers.pipeline.Enqueuer): remembers what the intake queued."""
-
-    def __init__(self) -> None:
-        self.processed: list[str] = []
-        self._lock = threading.Lock()
-
-    def process(self, job_id: str, priority: Priority) -> None:
-        with self._lock:
-            self.processed.append(job_id)
-
-    def deliver(self, job_id: str, destination: str) -> None:
-        raise AssertionError("the intake never delivers")
-
-    def pull(self, job_id: str) -> None:
-        raise AssertionError("the intake never pulls")
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT_S) -> None:
@@ -97,7 +79,7 @@ class Gateway:
     intake: Intake
     store: Store
     data: DataDir
-    queue: RecordingEnqueuer
+    queue: IntakeQueue
     closed: bool = field(default=False)
 
     @property
@@ -157,7 +139,7 @@ def gateway(tmp_path: Path) -> Iterator[StartGateway]:
         )
         data = DataDir(settings.data_dir)
         store = open_store(settings.database_url or "", migrate=True, busy_timeout_s=store_busy_s)
-        queue = RecordingEnqueuer()
+        queue = IntakeQueue()
         tracker = CompletionTracker(idle_s=settings.listener.completion_idle_s)
         intake = Intake(data, store, queue, tracker, actor="scp", tick_s=0.1)
         listener_ = DicomListener(settings, intake, data, grace_s=grace_s)

@@ -11,10 +11,11 @@ import pytest
 from config.rules_file import default_rules_path
 from config.settings import Settings
 from dicom_io.testing.phantoms import volume_phantom
+from tests.helpers import IntakeQueue
 from tests.peers import Orthanc, free_ports
 from workers.context import build_deps
 from workers.errors import DeliveryError
-from workers.jobs import JobState, Priority, Route
+from workers.jobs import JobState, Route
 from workers.pull import pull, series_in_study
 from workers.pull_jobs import pull_job
 from workers.rules_loader import RulesSource
@@ -79,26 +80,12 @@ def test_the_series_of_a_study_are_found(pacs: tuple[Orthanc, list[pydicom.Datas
     assert found == [sent[0].SeriesInstanceUID]
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.processed: list[str] = []
-
-    def process(self, job_id: str, priority: Priority) -> None:
-        self.processed.append(job_id)
-
-    def deliver(self, job_id: str, destination: str) -> None:
-        raise AssertionError("not here")
-
-    def pull(self, job_id: str) -> None:
-        raise AssertionError("not here")
-
-
 def test_a_pull_job_is_filled_then_queued(
     tmp_path: Path, pacs: tuple[Orthanc, list[pydicom.Dataset]]
 ) -> None:
     orthanc, sent = pacs
     settings = Settings(data_dir=tmp_path / "data", sources={"pacs": orthanc.dicomweb_node().model_dump()})
-    queue = Recorder()
+    queue = IntakeQueue()
     store = open_store(f"sqlite+pysqlite:///{tmp_path / 'j.sqlite3'}", migrate=True)
     deps = build_deps(settings, store, queue, actor="test", rules=RulesSource(default_rules_path()))
     with store.session() as s:

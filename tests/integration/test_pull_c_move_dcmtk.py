@@ -18,16 +18,17 @@ import pytest
 from pydicom.dataset import Dataset
 from pynetdicom import AE
 
-from config.settings import ListenerSettings, Settings
+from config.settings import DicomNode, ListenerSettings, Settings
 from dicom_io.testing.modules import StudyInfo
 from dicom_io.testing.phantoms import volume_phantom
 from service.completion import CompletionTracker
 from service.intake import Intake
 from service.scp import DicomListener
+from tests.helpers import IntakeQueue
 from tests.peers import QueryRetrieveSCP
 from workers.errors import DeliveryError
-from workers.jobs import Priority, Route
-from workers.pull import pull
+from workers.jobs import Route
+from workers.pull import Pulled, pull
 from workers.storage import DataDir
 from workers.store import JobView, Store, list_jobs, open_store
 
@@ -38,22 +39,6 @@ OUR_AE = "MIPGW"
 ARCHIVE_AE = "DCMQRSCP"
 STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
 WAIT_S = 30.0  # a bound for what happens in the background, never a timing assertion
-
-
-class Queue:
-    """The queue boundary: what the intake queued (it never delivers or pulls)."""
-
-    def __init__(self) -> None:
-        self.processed: list[str] = []
-
-    def process(self, job_id: str, priority: Priority) -> None:
-        self.processed.append(job_id)
-
-    def deliver(self, job_id: str, destination: str) -> None:
-        raise AssertionError("the intake never delivers")
-
-    def pull(self, job_id: str) -> None:
-        raise AssertionError("the intake never pulls")
 
 
 @dataclass
@@ -88,18 +73,12 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
             completion_idle_s=0.5,
         ),
         sources={
-            "archive": {
-                "kind": "dicom",
-                "ae_title": ARCHIVE_AE,
-                "host": LOOPBACK,
-                "port": 1,
-                "retrieve": "c-move",
-            }
+            "archive": DicomNode(ae_title=ARCHIVE_AE, host=LOOPBACK, port=1, retrieve="c-move"),
         },
     )
     data = DataDir(settings.data_dir)
     store = open_store(f"sqlite+pysqlite:///{tmp_path / 'jobs.sqlite3'}", migrate=True)
-    intake = Intake(data, store, Queue(), CompletionTracker(idle_s=0.5), actor="scp", tick_s=0.1)
+    intake = Intake(data, store, IntakeQueue(), CompletionTracker(idle_s=0.5), actor="scp", tick_s=0.1)
     listener = DicomListener(settings, intake, data, grace_s=5)
     listener.start()
     intake.start()
@@ -130,6 +109,14 @@ def settle(setup: Setup) -> None:
     time.sleep(1.0)
 
 
+def move(setup: Setup, series: str | None, destination: str = OUR_AE) -> Pulled:
+    """What a pull job does: C-MOVE from the archive, as our AE, to ``destination``."""
+    node = setup.archive.dicom_node(retrieve="c-move")
+    return pull(
+        "archive", node, setup.study, series, setup.data, calling_ae=OUR_AE, move_destination=destination
+    )
+
+
 def spooled(setup: Setup, series: str) -> dict[str, pydicom.Dataset]:
     folder = setup.data.incoming_series(setup.study, series)
     return {str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, sorted(folder.glob("*.dcm")))}
@@ -137,15 +124,7 @@ def spooled(setup: Setup, series: str) -> dict[str, pydicom.Dataset]:
 
 def test_a_series_moved_for_a_pull_lands_in_the_spool_and_starts_no_job(setup: Setup) -> None:
     series, sent = sorted(setup.series.items())[0]
-    pulled = pull(
-        "archive",
-        setup.archive.dicom_node(retrieve="c-move"),
-        setup.study,
-        series,
-        setup.data,
-        calling_ae=OUR_AE,
-        move_destination=OUR_AE,
-    )
+    pulled = move(setup, series)
     assert pulled.series == {series: len(sent)}
     assert pulled.how == f"C-MOVE from {ARCHIVE_AE}@127.0.0.1:{setup.archive.port}"
     stored = spooled(setup, series)
@@ -158,15 +137,7 @@ def test_a_series_moved_for_a_pull_lands_in_the_spool_and_starts_no_job(setup: S
 
 
 def test_a_whole_study_moved_for_a_pull_is_counted_per_series(setup: Setup) -> None:
-    pulled = pull(
-        "archive",
-        setup.archive.dicom_node(retrieve="c-move"),
-        setup.study,
-        None,
-        setup.data,
-        calling_ae=OUR_AE,
-        move_destination=OUR_AE,
-    )
+    pulled = move(setup, None)
     assert pulled.series == {uid: len(sent) for uid, sent in setup.series.items()}
     settle(setup)
     assert setup.jobs() == []
@@ -199,15 +170,7 @@ def test_somebody_elses_c_move_to_the_gateway_is_an_ordinary_arrival(setup: Setu
 def test_a_destination_the_archive_does_not_know_is_a_final_a801(setup: Setup) -> None:
     series = sorted(setup.series)[0]
     with pytest.raises(DeliveryError) as caught:
-        pull(
-            "archive",
-            setup.archive.dicom_node(retrieve="c-move"),
-            setup.study,
-            series,
-            setup.data,
-            calling_ae=OUR_AE,
-            move_destination="NOBODY",
-        )
+        move(setup, series, "NOBODY")
     assert caught.value.retryable is False
     assert caught.value.reason == (
         f"C-MOVE from {ARCHIVE_AE}@127.0.0.1:{setup.archive.port} refused with 0xA801, the move "

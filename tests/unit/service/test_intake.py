@@ -10,23 +10,10 @@ from dicom_io.testing.phantoms import volume_phantom
 from service.completion import CompletionTracker, facts_from_header
 from service.intake import Intake
 from service.spool import SpoolError, store_instance
-from workers.jobs import JobState, Priority, Route
+from tests.helpers import IntakeQueue
+from workers.jobs import JobState, Route
 from workers.storage import DataDir
 from workers.store import get_job, open_store
-
-
-class Queue:
-    def __init__(self) -> None:
-        self.jobs: list[str] = []
-
-    def process(self, job_id: str, priority: Priority) -> None:
-        self.jobs.append(job_id)
-
-    def deliver(self, job_id: str, destination: str) -> None:
-        raise AssertionError("intake never delivers")
-
-    def pull(self, job_id: str) -> None:
-        raise AssertionError("intake never pulls")
 
 
 def _encoded(ds: object) -> bytes:
@@ -53,7 +40,7 @@ def test_spool_is_atomic_idempotent_and_refuses_bad_uids(tmp_path: Path) -> None
 def test_a_complete_series_becomes_one_queued_job_and_a_repeat_does_not(tmp_path: Path) -> None:
     data = DataDir(tmp_path / "data")
     store = open_store(f"sqlite+pysqlite:///{tmp_path / 'j.sqlite3'}", migrate=True)
-    queue = Queue()
+    queue = IntakeQueue()
     intake = Intake(data, store, queue, CompletionTracker(), actor="test")
     phantom = volume_phantom(slices=5, seed=4)
 
@@ -70,7 +57,7 @@ def test_a_complete_series_becomes_one_queued_job_and_a_repeat_does_not(tmp_path
     send("a2")  # the PACS sends the same series again
     (repeat,) = intake.association_released("a2")
     assert repeat.id == job.id
-    assert queue.jobs == [job.id]
+    assert queue.processed == [job.id]
     with store.session() as s:
         stored = get_job(s, job.id)
     assert stored.state is JobState.QUEUED
