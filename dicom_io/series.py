@@ -1,15 +1,20 @@
-"""Instances → series: grouping, classification (volume / 2D images / non-image), geometric order.
+"""Instances → series: grouping, classification (volume / phases / 2D images / non-image), geometric order.
 
 Volume slices are ordered by their position along the plane normal, never by InstanceNumber. What
 stands in the way of a volume is recorded as a :class:`Problem` of severity ERROR (the series is then
 handled as a set of 2D images); what is merely worth knowing is a WARNING.
+
+A series holding the same positions several times (multi-phase CT, dynamic or multi-echo MR,
+diffusion b-values) is split into its volumes when one attribute tells them apart
+(:data:`PHASE_ATTRIBUTES`, the first that does): its kind is PHASES and each volume is one of its
+``phases``, a VOLUME series of its own with a ``phase_label``.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
@@ -41,8 +46,22 @@ _SPACING_TOLERANCE = 1e-3  # relative pixel spacing difference
 
 class SeriesKind(StrEnum):
     VOLUME = "volume"
+    PHASES = "phases"  # several volumes on one grid (4D): see Series.phases
     IMAGES = "images"
     NON_IMAGE = "non-image"
+
+
+# What tells the volumes of a 4D series apart, tried in this order (single-frame headers): the first
+# attribute that every image has and that splits the images into one full volume per value wins.
+PHASE_ATTRIBUTES = (
+    "TemporalPositionIdentifier",
+    "TriggerTime",
+    "DiffusionBValue",
+    "EchoNumbers",
+    "EchoTime",
+    "AcquisitionNumber",
+    "ImageType",
+)
 
 
 class Severity(StrEnum):
@@ -63,6 +82,7 @@ class ProblemCode(StrEnum):
     MISSING_SLICES = "missing-slices"
     IRREGULAR_SPACING = "irregular-spacing"
     GANTRY_TILT = "gantry-tilt"
+    PHASES = "phases"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +106,10 @@ class Series:
     kind: SeriesKind
     instances: tuple[Instance, ...]
     frames: tuple[Frame, ...]  # VOLUME: ascending along the normal; IMAGES: instance number, frame
-    geometry: VolumeGeometry | None
+    geometry: VolumeGeometry | None  # PHASES: the grid every phase shares
     problems: tuple[Problem, ...]
+    phases: tuple[Series, ...] = ()  # PHASES: one VOLUME series per phase, in the attribute's order
+    phase_label: str | None = None  # a phase: what sets it apart, e.g. "TemporalPositionIdentifier 2"
 
     @property
     def header(self) -> Dataset:
@@ -105,6 +127,11 @@ class Series:
         """The volume grid, or a GeometryError that says why this series is not a volume."""
         if self.kind is SeriesKind.VOLUME and self.geometry is not None:
             return self.geometry
+        if self.kind is SeriesKind.PHASES:
+            raise GeometryError(
+                f"not usable as one volume: {len(self.phases)} phases (use each phase)",
+                series_instance_uid=self.series_instance_uid,
+            )
         reasons = [p.message for p in self.problems if p.severity is Severity.ERROR]
         kind = "a set of 2D images" if self.kind is SeriesKind.IMAGES else "not an image series"
         detail = "; ".join(reasons) if reasons else f"{self.modality} series is {kind}"
@@ -149,9 +176,102 @@ def _build(series_uid: str, members: list[Instance]) -> Series:
         return _series(series_uid, images, SeriesKind.IMAGES, _image_order(frames), None, problems)
     stacked = _stack(frames, problems)
     if stacked is None:
+        if problems and problems[-1].code is ProblemCode.MULTIPLE_IMAGES_PER_POSITION:
+            phased = _phases(series_uid, images, frames, problems)
+            if phased is not None:
+                return phased
         return _series(series_uid, images, SeriesKind.IMAGES, _image_order(frames), None, problems)
     ordered, geometry = stacked
     return _series(series_uid, images, SeriesKind.VOLUME, ordered, geometry, problems)
+
+
+def _phases(
+    series_uid: str, images: list[Instance], frames: list[Frame], problems: list[Problem]
+) -> Series | None:
+    """The series as PHASES when one of PHASE_ATTRIBUTES splits it into volumes on one grid."""
+    if any(instance.number_of_frames > 1 for instance in images):
+        return None  # enhanced multi-frame: its dimension index would tell; not read yet
+    for keyword in PHASE_ATTRIBUTES:
+        groups: dict[str, list[Frame]] = defaultdict(list)
+        for frame in frames:
+            value = frame.instance.header.get(keyword)
+            if value is None or value == "":
+                break
+            groups[_phase_value(value)].append(frame)
+        else:
+            if len(groups) < 2 or len({len(group) for group in groups.values()}) != 1:
+                continue
+            phases = []
+            for value in sorted(groups, key=_phase_order):
+                phase_problems: list[Problem] = []
+                stacked = _stack(groups[value], phase_problems)
+                if stacked is None:
+                    break
+                ordered, geometry = stacked
+                members = list({frame.sop_instance_uid: frame.instance for frame in ordered}.values())
+                phase = _series(series_uid, members, SeriesKind.VOLUME, ordered, geometry, phase_problems)
+                phases.append(_labelled(phase, f"{keyword} {value}"))
+            else:
+                if not _same_grid([phase.geometry for phase in phases]):
+                    continue
+                kept = [p for p in problems if p.code is not ProblemCode.MULTIPLE_IMAGES_PER_POSITION]
+                slices = len(phases[0].frames)
+                kept.append(
+                    Problem(
+                        ProblemCode.PHASES,
+                        Severity.WARNING,
+                        f"{len(phases)} volumes of {slices} slices, told apart by {keyword}",
+                    )
+                )
+                ordered_frames = [frame for phase in phases for frame in phase.frames]
+                parent = _series(
+                    series_uid, images, SeriesKind.PHASES, ordered_frames, phases[0].geometry, kept
+                )
+                return _with_phases(parent, tuple(phases))
+    return None
+
+
+def _phase_value(value: object) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, Sequence) and not isinstance(value, bytes):
+        return "\\".join(str(part) for part in value)  # ImageType
+    number = float(value)  # type: ignore[arg-type]
+    return f"{number:g}"
+
+
+def _phase_order(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _same_grid(geometries: Sequence[VolumeGeometry | None]) -> bool:
+    first = geometries[0]
+    if first is None:
+        return False
+    for other in geometries[1:]:
+        if other is None or (other.rows, other.columns, other.slices) != (
+            first.rows,
+            first.columns,
+            first.slices,
+        ):
+            return False
+        spacing = min(first.pixel_spacing)
+        if np.linalg.norm(np.subtract(other.origin, first.origin)) > 0.05 * spacing:
+            return False
+        if np.abs(np.subtract(other.slice_step, first.slice_step)).max() > 0.01 * max(1e-6, spacing):
+            return False
+    return True
+
+
+def _labelled(series: Series, label: str) -> Series:
+    return replace(series, phase_label=label)
+
+
+def _with_phases(series: Series, phases: tuple[Series, ...]) -> Series:
+    return replace(series, phases=phases)
 
 
 def _series(

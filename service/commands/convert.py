@@ -91,6 +91,18 @@ def _to_png(series: Series, out: Path, args: argparse.Namespace) -> str:
 
 
 def _to_nifti(series: Series, out: Path, args: argparse.Namespace, slices: SliceCompressor | None) -> str:
+    if series.kind is SeriesKind.PHASES:  # a 4D series: one volume file per phase
+        return "; ".join(
+            _volume_to_nifti(phase, out / f"{series.series_instance_uid}_phase{k}.nii.gz", args, slices)
+            + f" [{phase.phase_label}]"
+            for k, phase in enumerate(series.phases, start=1)
+        )
+    return _volume_to_nifti(series, out / f"{series.series_instance_uid}.nii.gz", args, slices)
+
+
+def _volume_to_nifti(
+    series: Series, target: Path, args: argparse.Namespace, slices: SliceCompressor | None
+) -> str:
     from dicom_io.nifti3d import NiftiLayout, VolumeIntensity, export_nifti
 
     intensity = VolumeIntensity(args.intensity or ("uint8" if args.window else "raw"))
@@ -102,6 +114,5 @@ def _to_nifti(series: Series, out: Path, args: argparse.Namespace, slices: Slice
         layout=NiftiLayout(args.layout),
         slices=slices,
     )
-    target = out / f"{series.series_instance_uid}.nii.gz"
     atomic_write_bytes(target, data)
     return f"{target} {volume.shape} {volume.layout} {intensity} ({volume.normalisation})"

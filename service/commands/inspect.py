@@ -15,7 +15,9 @@ __all__ = ["describe", "run_info"]
 def describe(series: Series) -> str:
     """modality, SOP class, classification, slice count, dimensions, spacing, plane, problems."""
     parts = [series.series_instance_uid, series.modality, UID(series.sop_class_uid).name, str(series.kind)]
-    if series.kind is not SeriesKind.NON_IMAGE:
+    if series.kind is SeriesKind.PHASES:
+        parts.append(f"{len(series.phases)} phases x {len(series.phases[0].frames)} slices")
+    elif series.kind is not SeriesKind.NON_IMAGE:
         parts.append(f"{len(series.frames)} {'slices' if series.kind is SeriesKind.VOLUME else 'images'}")
         sizes = sorted({(f.instance.rows, f.instance.columns) for f in series.frames})
         parts.append(",".join(f"{r}x{c}" for r, c in sizes))

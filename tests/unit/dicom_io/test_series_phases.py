@@ -1,0 +1,96 @@
+"""4D series: the same positions several times in one series become PHASES, one volume per value of
+the attribute that tells them apart — or stay a set of 2D images with the reason when none does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicom_io.errors import GeometryError
+from dicom_io.nifti3d import export_nifti
+from dicom_io.reading import scan
+from dicom_io.series import ProblemCode, Series, SeriesKind, Severity, assemble
+from dicom_io.testing import volume_phantom, write_datasets
+from dicom_io.testing.phases import phased_series
+
+SLICES = 8
+GRID = {"rows": 24, "columns": 20, "slices": SLICES}
+
+
+def read(datasets: list[object], folder: Path) -> Series:
+    write_datasets(datasets, folder)  # type: ignore[arg-type]
+    (series,) = assemble(scan([folder]).instances)
+    return series
+
+
+def test_temporal_positions_become_one_volume_each(tmp_path: Path) -> None:
+    series = read(phased_series((1, 2, 3), **GRID), tmp_path)
+    assert series.kind is SeriesKind.PHASES
+    assert [p.phase_label for p in series.phases] == [f"TemporalPositionIdentifier {k}" for k in (1, 2, 3)]
+    assert all(p.kind is SeriesKind.VOLUME and len(p.frames) == SLICES for p in series.phases)
+    assert all(p.series_instance_uid == series.series_instance_uid for p in series.phases)
+    # each phase holds its own instances, every one exactly once
+    uids = [{f.sop_instance_uid for f in p.frames} for p in series.phases]
+    assert sum(map(len, uids)) == 3 * SLICES
+    assert len(set().union(*uids)) == 3 * SLICES
+    assert [f.sop_instance_uid for f in series.frames] == [
+        f.sop_instance_uid for p in series.phases for f in p.frames
+    ]
+    (problem,) = series.problems
+    assert (problem.code, problem.severity) == (ProblemCode.PHASES, Severity.WARNING)
+    assert problem.message == f"3 volumes of {SLICES} slices, told apart by TemporalPositionIdentifier"
+    with pytest.raises(GeometryError, match="3 phases"):
+        series.require_volume()
+
+
+def test_each_phase_has_the_grid_of_the_volume_it_repeats(tmp_path: Path) -> None:
+    single = read(list(volume_phantom(seed=0, reverse_order=True, **GRID).datasets), tmp_path / "one")
+    series = read(phased_series((1, 2), reverse_order=True, **GRID), tmp_path / "four-d")
+    for phase in series.phases:
+        assert phase.require_volume() == single.require_volume()
+        _, volume = export_nifti(phase)
+        _, reference = export_nifti(single)
+        np.testing.assert_allclose(volume.affine, reference.affine)
+        # sorted along the normal like the single volume, whatever the instance numbers say
+        positions = [f.position for f in phase.frames]
+        assert positions == [f.position for f in single.frames]
+    assert series.geometry == single.geometry
+
+
+@pytest.mark.parametrize(
+    ("attribute", "values", "labels"),
+    [
+        (
+            "DiffusionBValue",
+            (1000, 0, 500),
+            ["DiffusionBValue 0", "DiffusionBValue 500", "DiffusionBValue 1000"],
+        ),
+        ("TriggerTime", (412.5, 12.5), ["TriggerTime 12.5", "TriggerTime 412.5"]),
+        ("EchoNumbers", (2, 1), ["EchoNumbers 1", "EchoNumbers 2"]),
+    ],
+)
+def test_phases_follow_the_attribute_in_numeric_order(
+    tmp_path: Path, attribute: str, values: tuple[float, ...], labels: list[str]
+) -> None:
+    series = read(phased_series(values, attribute=attribute, modality="MR", **GRID), tmp_path)
+    assert series.kind is SeriesKind.PHASES
+    assert [p.phase_label for p in series.phases] == labels
+
+
+def test_nothing_telling_the_volumes_apart_leaves_a_set_of_images(tmp_path: Path) -> None:
+    series = read(phased_series((1, 2), attribute=None, **GRID), tmp_path)
+    assert series.kind is SeriesKind.IMAGES
+    assert series.phases == ()
+    (problem,) = series.problems
+    assert problem.code is ProblemCode.MULTIPLE_IMAGES_PER_POSITION
+    assert problem.message == f"2 images at each of {SLICES} positions (4D or multi-phase)"
+
+
+def test_a_phase_missing_a_slice_is_not_split(tmp_path: Path) -> None:
+    datasets = phased_series((1, 2), **GRID)
+    del datasets[SLICES + 3]  # phase 2 lacks one slice: the volumes no longer match
+    series = read(datasets, tmp_path)
+    assert series.kind is SeriesKind.IMAGES
+    assert [p.code for p in series.problems] == [ProblemCode.MULTIPLE_IMAGES_PER_POSITION]
