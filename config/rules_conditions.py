@@ -200,7 +200,10 @@ class RouteCondition(StrictModel):
 
 
 class KindCondition(StrictModel):
-    kind: Annotated[tuple[Literal["volume", "images"], ...], BeforeValidator(as_tuple), Field(min_length=1)]
+    # phases: several volumes on one grid in one series (multi-phase CT, dynamic / multi-echo MR, DWI)
+    kind: Annotated[
+        tuple[Literal["volume", "phases", "images"], ...], BeforeValidator(as_tuple), Field(min_length=1)
+    ]
 
 
 def _ae_shorthand(value: Any) -> Any:

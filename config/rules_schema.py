@@ -89,6 +89,9 @@ class Action(StrictModel):
     nifti: NiftiOptions | None = None
     seg: SegSettings = SegSettings()
     destinations: Annotated[tuple[str, ...], BeforeValidator(as_tuple)] = Field(min_length=1)
+    # a 4D series (kind: phases): segment every phase (one SEG each, in one SEG series), or one of
+    # them; other series are not affected
+    phases: Literal["all", "first", "last"] = "all"
 
     @property
     def groups(self) -> tuple[PromptGroup, ...]:

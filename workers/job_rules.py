@@ -29,7 +29,10 @@ def action_document(action: Action) -> dict[str, Any]:
 
 
 def inline_rule_name(action: Action) -> str:
-    canonical = json.dumps(action_document(action), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    document = action_document(action)
+    if document.get("phases") == "all":
+        del document["phases"]  # the default: an action keeps the name it had before phases existed
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return f"{INLINE_PREFIX}{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
 
 

@@ -39,6 +39,7 @@ from workers.jobs import FINAL_STATES, DeliveryState, JobState, Priority, Stage
 from workers.rules import evaluate, facts_for
 from workers.rules_loader import RulesSource
 from workers.segmentation import (
+    PhaseChoice,
     PromptGroup,
     SegmentationEndpoint,
     SegmentationTask,
@@ -306,6 +307,7 @@ def _task(rule: Rule) -> SegmentationTask:
         seg_type=SegmentationType(action.seg.type),
         series_description=action.seg.series_description or f"{rule.name} (MedImageParse)",
         series_number=action.seg.series_number or 9900,
+        phases=PhaseChoice(action.phases),
     )
     if nifti is not None:
         task = replace(task, intensity=nifti.intensity, layout=nifti.layout)

@@ -5,6 +5,10 @@ hand in what they have (a real client, the mock over HTTP). No store, no queue h
 
 2D streams frame by frame: each PNG is made, sent in a batch, and its masks mapped back before the
 next batches are built, so a 300-slice CT never holds 300 PNGs or 300 probability maps at once.
+
+A 4D series (kind PHASES) is segmented phase by phase as the task chooses (all, first, last): with
+the 3D model each phase is its own volume and request, with the 2D model the chosen phases' images;
+each phase gets its own SEG instance in the rule's one SEG series.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 import numpy as np
@@ -33,7 +38,14 @@ from workers.endpoint.client import ImageRequest, JobContext
 from workers.endpoint.contract import Prediction2D
 from workers.jobs import Stage
 
-__all__ = ["PromptGroup", "SegmentationEndpoint", "SegmentationTask", "SeriesSegmentation", "segment_series"]
+__all__ = [
+    "PhaseChoice",
+    "PromptGroup",
+    "SegmentationEndpoint",
+    "SegmentationTask",
+    "SeriesSegmentation",
+    "segment_series",
+]
 
 StageTimer = Callable[[Stage, float], None]
 
@@ -46,6 +58,14 @@ class SegmentationEndpoint(Protocol):
     def predict_3d(
         self, nifti: bytes, prompts: Sequence[str], context: JobContext | None = None
     ) -> bytes: ...
+
+
+class PhaseChoice(StrEnum):
+    """Which phases of a 4D series a rule segments (the rules' ``phases``)."""
+
+    ALL = "all"
+    FIRST = "first"
+    LAST = "last"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +86,7 @@ class SegmentationTask:
     series_number: int = 9900
     intensity: VolumeIntensity = VolumeIntensity.UINT8
     layout: NiftiLayout = NiftiLayout.SLICES_FIRST
+    phases: PhaseChoice = PhaseChoice.ALL
 
     @property
     def prompts(self) -> tuple[str, ...]:
@@ -96,29 +117,54 @@ def segment_series(
     timer: StageTimer | None = None,
 ) -> SeriesSegmentation:
     clock = _Clock(timer)
-    if task.model is ModelKind.THREE_D:
-        masks, categories = _masks_3d(series, task, endpoint, context, clock)
-    else:
-        masks, categories = _masks_2d(series, task, endpoint, context, clock)
-    with clock(Stage.SEG):
-        options = SegOptions(
-            rule_name=task.rule_name,
-            software_version=software_version,
-            device_serial_number=task.rule_name[:64],
-            content_datetime=content_datetime,
-            series_description=task.series_description,
-            series_number=task.series_number,
-            segmentation_type=task.seg_type,
-        )
-        requests = [SegmentRequest(p, c) for p, c in zip(task.prompts, categories, strict=True)]
-        voxel = (
-            series.geometry.voxel_volume_mm3 if series.kind is SeriesKind.VOLUME and series.geometry else None
-        )
-        segs = tuple(
-            build_seg(sources, refs, group_masks, requests, algorithm, options, voxel_volume_mm3=voxel)
-            for sources, refs, group_masks in _by_size(series, masks)
-        )
-    return SeriesSegmentation(segs, categories)
+    segs: list[SegResult] = []
+    found: list[tuple[str | None, ...]] = []
+    for part in _parts(series, task):
+        if task.model is ModelKind.THREE_D:
+            masks, categories = _masks_3d(part, task, endpoint, context, clock)
+        else:
+            masks, categories = _masks_2d(part, task, endpoint, context, clock)
+        found.append(categories)
+        with clock(Stage.SEG):
+            options = SegOptions(
+                rule_name=task.rule_name,
+                software_version=software_version,
+                device_serial_number=task.rule_name[:64],
+                content_datetime=content_datetime,
+                series_description=task.series_description,
+                series_number=task.series_number,
+                segmentation_type=task.seg_type,
+                instance_number=len(segs) + 1,
+            )
+            requests = [SegmentRequest(p, c) for p, c in zip(task.prompts, categories, strict=True)]
+            voxel = (
+                part.geometry.voxel_volume_mm3 if part.kind is SeriesKind.VOLUME and part.geometry else None
+            )
+            segs.extend(
+                build_seg(sources, refs, group_masks, requests, algorithm, options, voxel_volume_mm3=voxel)
+                for sources, refs, group_masks in _by_size(part, masks)
+            )
+    return SeriesSegmentation(tuple(segs), _merged(found))
+
+
+def _parts(series: Series, task: SegmentationTask) -> list[Series]:
+    """What is segmented, one request set and SEG each: the series, or the phases the task chose."""
+    if series.kind is not SeriesKind.PHASES or not series.phases:
+        return [series]
+    if task.phases is PhaseChoice.FIRST:
+        return [series.phases[0]]
+    if task.phases is PhaseChoice.LAST:
+        return [series.phases[-1]]
+    # every phase: each its own volume (3D); for 2D the images of all of them, in one SEG
+    return list(series.phases) if task.model is ModelKind.THREE_D else [series]
+
+
+def _merged(found: list[tuple[str | None, ...]]) -> tuple[str | None, ...]:
+    """Per prompt, the first category any part reported (2D; the 3D endpoint reports none)."""
+    merged = list(found[0])
+    for categories in found[1:]:
+        merged = [m if m is not None else c for m, c in zip(merged, categories, strict=True)]
+    return tuple(merged)
 
 
 @dataclass

@@ -182,13 +182,13 @@ class Readiness:
         return f"{incoming} writable"
 
 
-def http_origin_check(url: str) -> Callable[[], str]:
+def http_origin_check(url: str, timeout_s: float = _TIMEOUT_S) -> Callable[[], str]:
     """A check that the URL's origin answers HTTP at all (any status proves the path and TLS)."""
     parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc}/"
 
     def check() -> str:
-        response = httpx.get(origin, timeout=_TIMEOUT_S, follow_redirects=False)
+        response = httpx.get(origin, timeout=timeout_s, follow_redirects=False)
         return f"{origin} answered HTTP {response.status_code}"
 
     return check

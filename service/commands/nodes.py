@@ -65,7 +65,9 @@ def check_nodes(settings: Settings, names: set[str] | None = None) -> list[NodeC
         for name, node in nodes.items():
             planned.append((role, name, *_node_check(name, node, settings)))
     for name, endpoint in settings.endpoints.items():
-        planned.append(("endpoint", name, str(endpoint.url), http_origin_check(str(endpoint.url)), ""))
+        # the endpoint's own connect timeout: readiness probes answer in 2 s, an engineer can wait
+        check = http_origin_check(str(endpoint.url), timeout_s=endpoint.connect_timeout_s)
+        planned.append(("endpoint", name, str(endpoint.url), check, ""))
     if names:
         planned = [item for item in planned if item[1] in names]
     if not planned:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from service.mock_endpoint import MockEndpointServer
-from tests.peers import Orthanc, StoreSCP, free_ports
+from tests.peers import Orthanc, StoreSCP
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,10 @@ def test_every_node_is_tried_as_the_gateway_reaches_it(
     tmp_path: Path, peers: tuple[StoreSCP, Orthanc, str]
 ) -> None:
     viewer, pacs, score_url = peers
-    dead = free_ports(1)[0]
+    # bound, never listening: nobody else can take the port, and a connection to it is refused
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    dead = holder.getsockname()[1]
     web = {"MIPGW_SOURCES__PACSWEB__KIND": "dicomweb", "MIPGW_SOURCES__PACSWEB__URL": pacs.dicomweb_url}
     env = {
         "MIPGW_DATA_DIR": str(tmp_path / "data"),
@@ -106,3 +110,4 @@ def test_every_node_is_tried_as_the_gateway_reaches_it(
     assert (only, set(picked)) == (0, {"destination viewer", "endpoint mip3d"})
     nothing, none = nodes_check(env, "nobody")
     assert (nothing, none) == (2, {})
+    holder.close()

@@ -16,7 +16,9 @@ import pytest
 
 from config.rules_schema import Action, action_problems
 from config.settings import Settings, WebhookSettings
+from dicom_io.testing import write_datasets
 from dicom_io.testing.phantoms import volume_phantom
+from dicom_io.testing.phases import phased_series
 from dicom_io.uids import seg_series_uid
 from service.mock_endpoint import MockEndpointServer
 from tests.peers import WEBHOOK_SECRET, Receiver, StoreSCP, webhook_receiver
@@ -54,6 +56,9 @@ rules:
   - name: ct-liver-2d
     match: {attribute: SeriesDescription, regex: "TWO-D"}
     action: {endpoint: mip2d, model: 2d, prompts: [liver], window: abdomen, destinations: [pacs]}
+  - name: ct-liver-3d-phases
+    match: {kind: phases}
+    action: {endpoint: mip3d, model: 3d, prompts: [liver], window: soft_tissue, destinations: [pacs]}
 """
 
 
@@ -329,3 +334,37 @@ def test_a_job_with_an_inline_action_runs_its_own_prompts(tmp_path: Path, mock: 
     # the SEG series is named after the action's digest: the same action on this series, the same SEG
     assert seg.SeriesInstanceUID == result.seg_series_instance_uid
     assert seg.SeriesInstanceUID == seg_series_uid(series, name, "MedImageParse", "unknown")
+
+
+def test_a_4d_series_is_segmented_phase_by_phase_and_every_seg_delivered(
+    tmp_path: Path, mock: Any, pacs: StoreSCP
+) -> None:
+    settings = _settings(tmp_path, mock, pacs)
+    queue, deps = _deps(settings, f"sqlite+pysqlite:///{tmp_path / 'j.sqlite3'}")
+    datasets = phased_series((1, 2), slices=10, seed=3)
+    data = DataDir(settings.data_dir)
+    study, series = str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID)
+    folder = data.incoming_series(study, series)
+    write_datasets(datasets, folder)
+    job_id = _job(deps, study, series, data.relative(folder))
+    queue.process(job_id, Priority.ROUTINE)
+    assert _drain(queue, deps) == []
+    with deps.store.session() as s:
+        job = get_job(s, job_id)
+        assert (job.state, job.rule) == (JobState.DONE, "ct-liver-3d-phases")
+        results = results_for(s, job_id)
+    assert len(results) == 2
+    segs = sorted((pydicom.dcmread(p) for p in pacs.received_files()), key=lambda ds: int(ds.InstanceNumber))
+    assert [int(seg.InstanceNumber) for seg in segs] == [1, 2]
+    assert len({seg.SeriesInstanceUID for seg in segs}) == 1  # one SEG series, one instance per phase
+    by_phase = [
+        {
+            item.ReferencedSOPInstanceUID
+            for ref in seg.ReferencedSeriesSequence
+            for item in ref.ReferencedInstanceSequence
+        }
+        for seg in segs
+    ]
+    phase_of = {str(ds.SOPInstanceUID): int(ds.TemporalPositionIdentifier) for ds in datasets}
+    assert [{phase_of[uid] for uid in refs} for refs in by_phase] == [{1}, {2}]
+    assert [len(refs) for refs in by_phase] == [10, 10]

@@ -13,15 +13,18 @@ import pytest
 
 from config.settings import EndpointSettings
 from dicom_io.nifti3d import NiftiLayout
+from dicom_io.reading import scan
 from dicom_io.seg import AlgorithmInfo, SegmentationType
-from dicom_io.testing import cr_dx_image
+from dicom_io.series import Series, SeriesKind, assemble
+from dicom_io.testing import cr_dx_image, write_datasets
 from dicom_io.testing.phantoms import volume_phantom
+from dicom_io.testing.phases import phased_series
 from dicom_io.windows import ModelKind
 from service.mock_endpoint import MockEndpointServer
 from tests.helpers import dciodvfy_errors, written_series
 from workers.endpoint.client import EndpointClient, JobContext
 from workers.jobs import Stage
-from workers.segmentation import PromptGroup, SegmentationTask, segment_series
+from workers.segmentation import PhaseChoice, PromptGroup, SegmentationTask, segment_series
 
 pytestmark = pytest.mark.integration
 WHEN = dt.datetime(2026, 11, 28, 9, 30, tzinfo=dt.UTC)
@@ -108,3 +111,55 @@ def test_every_segment_empty_means_no_findings(tmp_path: Path, mock: MockEndpoin
         )  # fmt: skip
     assert outcome.no_findings
     assert all(s.empty for s in outcome.segs[0].segments)
+
+
+def _phased(folder: Path) -> Series:
+    write_datasets(phased_series((1, 2), rows=48, columns=40, slices=12, seed=2), folder)
+    (series,) = assemble(scan([folder]).instances)
+    assert series.kind is SeriesKind.PHASES
+    return series
+
+
+@pytest.mark.parametrize(("choice", "chosen"), [(PhaseChoice.ALL, [0, 1]), (PhaseChoice.LAST, [1])])
+def test_a_4d_series_gives_one_seg_per_chosen_phase_in_one_seg_series(
+    tmp_path: Path, mock: MockEndpointServer, choice: PhaseChoice, chosen: list[int]
+) -> None:
+    series = _phased(tmp_path / "dce")
+    task = SegmentationTask(
+        "mr-dynamic", ModelKind.THREE_D, (PromptGroup(("liver",), "percentile"),), phases=choice
+    )
+    with _client(mock, "3d") as client:
+        outcome = segment_series(
+            series, task, client, algorithm=ALGORITHM, content_datetime=WHEN, software_version="t",
+            context=JobContext("job-4d", series.series_instance_uid),
+        )  # fmt: skip
+    assert len(outcome.segs) == len(chosen)
+    seg_series = set()
+    for n, (result, k) in enumerate(zip(outcome.segs, chosen, strict=True), start=1):
+        assert result.dataset is not None
+        (tmp_path / f"seg{n}").mkdir()
+        seg = _written(result.dataset, tmp_path / f"seg{n}")
+        referenced = {
+            item.ReferencedSOPInstanceUID
+            for ref in seg.ReferencedSeriesSequence
+            for item in ref.ReferencedInstanceSequence
+        }
+        assert referenced == {f.sop_instance_uid for f in series.phases[k].frames}  # that phase only
+        assert seg.InstanceNumber == n
+        seg_series.add(seg.SeriesInstanceUID)
+    assert len(seg_series) == 1
+    assert len({r.dataset.SOPInstanceUID for r in outcome.segs if r.dataset is not None}) == len(chosen)
+
+
+def test_a_3d_task_on_a_4d_series_asks_the_endpoint_once_per_phase(
+    tmp_path: Path, mock: MockEndpointServer
+) -> None:
+    series = _phased(tmp_path / "dce")
+    before = mock.stats()["requests"]
+    task = SegmentationTask("mr-dynamic", ModelKind.THREE_D, (PromptGroup(("liver",), "percentile"),))
+    with _client(mock, "3d") as client:
+        segment_series(
+            series, task, client, algorithm=ALGORITHM, content_datetime=WHEN, software_version="t",
+            context=JobContext("job-4d-count"),
+        )  # fmt: skip
+    assert mock.stats()["requests"] - before == 2  # the module's tests run one at a time on this mock

@@ -156,6 +156,12 @@ def test_orientation_kind_and_route() -> None:
         "series is images, not [volume]",
     )
     assert check({"kind": ["volume", "images"]}, facts(kind=SeriesKind.IMAGES))[0]
+    # a 4D series is neither one volume nor a set of images: a rule takes it by saying so
+    assert check({"kind": "volume"}, facts(kind=SeriesKind.PHASES)) == (
+        False,
+        "series is phases, not [volume]",
+    )
+    assert check({"kind": ["volume", "phases"]}, facts(kind=SeriesKind.PHASES))[0]
     assert check({"route": ["stow", "api"]}, facts(route=Route.API))[0]
     assert check({"route": "dimse"}, facts(route=Route.STOW)) == (False, "route stow not in [dimse]")
 
@@ -440,3 +446,17 @@ def test_concurrent_readers_see_whole_rule_sets(tmp_path: Path) -> None:
         thread.join()
     assert seen <= {f"v{i}" for i in range(6)}
     assert source.current().rules[0].name == "v5"
+
+
+def test_a_rule_chooses_the_phases_of_a_4d_series() -> None:
+    def action(**extra: Any) -> dict[str, Any]:
+        return {"endpoint": "mip3d", "model": "3d", "prompts": ["liver"], "destinations": ["pacs"], **extra}
+
+    def parsed(**extra: Any) -> RuleSet:
+        listed = [{"name": "dce", "match": {"kind": "phases"}, "action": action(**extra)}]
+        return parse_rules(yaml.safe_dump({"version": 1, "rules": listed}, sort_keys=False))
+
+    assert parsed().get("dce").action.phases == "all"
+    assert parsed(phases="last").get("dce").action.phases == "last"
+    with pytest.raises(RulesError, match="phases"):
+        parsed(phases="second")

@@ -195,3 +195,18 @@ def test_the_openapi_document_offers_the_configured_endpoints_and_destinations(
     assert "action" not in schemas["PullRequest"]["properties"]  # nothing an action could name
     problem = assert_problem(post(bare, pull(ACTION)), 422)
     assert "endpoint 'mip3d' is not configured (none configured)" in problem["detail"]
+
+
+def test_an_inline_action_keeps_its_name_when_it_leaves_phases_at_the_default() -> None:
+    """Jobs made before ``phases`` existed name their rule by a digest without it: the same action
+    must give the same name (so the same SEG series) after the upgrade; another choice another name."""
+    import hashlib
+    import json
+
+    document = Action.model_validate(ACTION).model_dump(mode="json")
+    del document["phases"]
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    before = f"adhoc-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
+    assert inline_rule_name(Action.model_validate(ACTION)) == before
+    assert inline_rule_name(Action.model_validate({**ACTION, "phases": "all"})) == before
+    assert inline_rule_name(Action.model_validate({**ACTION, "phases": "last"})) != before
