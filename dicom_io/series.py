@@ -13,7 +13,7 @@ diffusion b-values) is split into its volumes when one attribute tells them apar
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -188,9 +188,42 @@ def _build(series_uid: str, members: list[Instance]) -> Series:
 def _phases(
     series_uid: str, images: list[Instance], frames: list[Frame], problems: list[Problem]
 ) -> Series | None:
-    """The series as PHASES when one of PHASE_ATTRIBUTES splits it into volumes on one grid."""
+    """The series as PHASES when one way of telling its volumes apart gives volumes on one grid."""
     if any(instance.number_of_frames > 1 for instance in images):
         return None  # enhanced multi-frame: its dimension index would tell; not read yet
+    for how, groups in _groupings(frames):
+        if len(groups) < 2 or len({len(group) for group in groups.values()}) != 1:
+            continue
+        phases = []
+        for label, members in groups.items():
+            phase_problems: list[Problem] = []
+            stacked = _stack(members, phase_problems)
+            if stacked is None:
+                break
+            ordered, geometry = stacked
+            instances = list({frame.sop_instance_uid: frame.instance for frame in ordered}.values())
+            phase = _series(series_uid, instances, SeriesKind.VOLUME, ordered, geometry, phase_problems)
+            phases.append(_labelled(phase, label))
+        else:
+            if not _same_grid([phase.geometry for phase in phases]):
+                continue
+            kept = [p for p in problems if p.code is not ProblemCode.MULTIPLE_IMAGES_PER_POSITION]
+            slices = len(phases[0].frames)
+            kept.append(
+                Problem(
+                    ProblemCode.PHASES,
+                    Severity.WARNING,
+                    f"{len(phases)} volumes of {slices} slices, told apart by {how}",
+                )
+            )
+            ordered_frames = [frame for phase in phases for frame in phase.frames]
+            parent = _series(series_uid, images, SeriesKind.PHASES, ordered_frames, phases[0].geometry, kept)
+            return _with_phases(parent, tuple(phases))
+    return None
+
+
+def _groupings(frames: list[Frame]) -> Iterator[tuple[str, dict[str, list[Frame]]]]:
+    """Candidate splits, best first: (how, {phase label: frames}) with the phases in order."""
     for keyword in PHASE_ATTRIBUTES:
         groups: dict[str, list[Frame]] = defaultdict(list)
         for frame in frames:
@@ -199,36 +232,35 @@ def _phases(
                 break
             groups[_phase_value(value)].append(frame)
         else:
-            if len(groups) < 2 or len({len(group) for group in groups.values()}) != 1:
-                continue
-            phases = []
-            for value in sorted(groups, key=_phase_order):
-                phase_problems: list[Problem] = []
-                stacked = _stack(groups[value], phase_problems)
-                if stacked is None:
-                    break
-                ordered, geometry = stacked
-                members = list({frame.sop_instance_uid: frame.instance for frame in ordered}.values())
-                phase = _series(series_uid, members, SeriesKind.VOLUME, ordered, geometry, phase_problems)
-                phases.append(_labelled(phase, f"{keyword} {value}"))
-            else:
-                if not _same_grid([phase.geometry for phase in phases]):
-                    continue
-                kept = [p for p in problems if p.code is not ProblemCode.MULTIPLE_IMAGES_PER_POSITION]
-                slices = len(phases[0].frames)
-                kept.append(
-                    Problem(
-                        ProblemCode.PHASES,
-                        Severity.WARNING,
-                        f"{len(phases)} volumes of {slices} slices, told apart by {keyword}",
-                    )
-                )
-                ordered_frames = [frame for phase in phases for frame in phase.frames]
-                parent = _series(
-                    series_uid, images, SeriesKind.PHASES, ordered_frames, phases[0].geometry, kept
-                )
-                return _with_phases(parent, tuple(phases))
-    return None
+            yield keyword, {f"{keyword} {value}": groups[value] for value in sorted(groups, key=_phase_order)}
+    # No attribute tells them apart (GE's EPI, for one), but the data announces how many temporal
+    # positions there are: the k-th image at each position by InstanceNumber is temporal position k,
+    # whether the scanner numbered them volume by volume or position by position.
+    announced = {_int(frame.instance.header.get("NumberOfTemporalPositions")) for frame in frames}
+    numbers = [_int(frame.instance.header.get("InstanceNumber")) for frame in frames]
+    if len(announced) != 1 or None in announced or None in numbers or len(set(numbers)) != len(frames):
+        return
+    (count,) = announced
+    at_position: dict[float, list[tuple[int, Frame]]] = defaultdict(list)
+    normal = slice_normal(np.asarray(frames[0].orientation))
+    for number, frame in zip(numbers, frames, strict=True):
+        assert number is not None  # checked above
+        assert frame.position is not None  # _stack has checked every frame's geometry
+        at_position[round(float(np.dot(frame.position, normal)), 2)].append((number, frame))
+    if any(len(members) != count for members in at_position.values()):
+        return
+    groups = defaultdict(list)
+    for members in at_position.values():
+        for rank, (_, frame) in enumerate(sorted(members, key=lambda item: item[0]), start=1):
+            groups[f"temporal position {rank} of {count}"].append(frame)
+    yield f"InstanceNumber at each position (NumberOfTemporalPositions {count})", dict(groups)
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(str(value)) if value is not None and str(value).strip() else None
+    except ValueError:
+        return None
 
 
 def _phase_value(value: object) -> str:

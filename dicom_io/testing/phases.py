@@ -20,11 +20,15 @@ def phased_series(
     *,
     attribute: str | None = "TemporalPositionIdentifier",
     seed: int = 0,
+    announce: bool = False,
+    numbered_by_position: bool = False,
     **volume: Any,
 ) -> list[Dataset]:
     """One series holding ``len(values)`` copies of :func:`volume_phantom`'s volume, phase ``k`` with
     ``attribute = values[k]`` (None: nothing tells them apart). Each phase has its own noise (seed)
-    and SOP Instance UIDs; InstanceNumber runs on across phases, as scanners number them."""
+    and SOP Instance UIDs. InstanceNumber runs on across phases, volume by volume as most scanners
+    number them, or position by position (``numbered_by_position``); ``announce`` sets
+    NumberOfTemporalPositions, as GE does for an EPI series that names no temporal attribute."""
     first = volume_phantom(seed=seed, **volume)
     series_uid = str(first.datasets[0].SeriesInstanceUID)
     out: list[Dataset] = []
@@ -35,8 +39,11 @@ def phased_series(
             ds.SeriesInstanceUID = series_uid
             ds.SOPInstanceUID = seeded_uid(seed, "phase", k, source.SOPInstanceUID)
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.InstanceNumber = k * len(phase.datasets) + n + 1
+            count = len(phase.datasets)
+            ds.InstanceNumber = n * len(values) + k + 1 if numbered_by_position else k * count + n + 1
             if attribute is not None:
                 setattr(ds, attribute, value)
+            if announce:
+                ds.NumberOfTemporalPositions = len(values)
             out.append(ds)
     return out

@@ -13,7 +13,9 @@ from dicom_io.nifti3d import NiftiLayout, export_nifti
 from dicom_io.nifti_masks import load_nifti
 from dicom_io.reading import scan
 from dicom_io.series import assemble
+from dicom_io.testing import write_datasets
 from dicom_io.testing.phantoms import volume_phantom
+from dicom_io.testing.phases import phased_series
 from tests.helpers import require_tool
 
 pytestmark = pytest.mark.integration
@@ -63,3 +65,31 @@ def test_real_ct_matches_dcm2niix(tmp_path: Path, shared_dicom: Path) -> None:
     folder = shared_dicom / "ct-philips-head-phantom"
     (series,) = assemble(scan([folder]).instances)
     _compare(load_nifti(export_nifti(series)[0]), _dcm2niix(folder, tmp_path / "ref"))
+
+
+def _phase_frames(reference: nib.Nifti1Image) -> list[nib.Nifti1Image]:
+    """dcm2niix's 4D image as one 3D image per volume (its 4th axis)."""
+    data = np.asanyarray(reference.dataobj)
+    assert data.ndim == 4
+    return [nib.Nifti1Image(data[..., t], reference.affine) for t in range(data.shape[3])]
+
+
+def test_a_4d_phantom_matches_dcm2niix_volume_by_volume(tmp_path: Path) -> None:
+    folder = tmp_path / "dicom"
+    write_datasets(phased_series((1, 2, 3), slices=10, reverse_order=True, seed=5), folder)
+    (series,) = assemble(scan([folder]).instances)
+    volumes = _phase_frames(_dcm2niix(folder, tmp_path / "ref"))
+    assert len(series.phases) == len(volumes) == 3
+    for phase, reference in zip(series.phases, volumes, strict=True):
+        _compare(load_nifti(export_nifti(phase)[0]), reference)
+
+
+def test_real_ge_fmri_matches_dcm2niix_volume_by_volume(tmp_path: Path, shared_dicom: Path) -> None:
+    """GE's EPI names no temporal attribute: only NumberOfTemporalPositions and the instance numbers
+    say which of the 10 images at each of the 15 positions belongs to which volume."""
+    folder = shared_dicom / "mr-ge-brain-epi-axial"
+    (series,) = assemble(scan([folder]).instances)
+    volumes = _phase_frames(_dcm2niix(folder, tmp_path / "ref"))
+    assert len(series.phases) == len(volumes) == 10
+    for phase, reference in zip(series.phases, volumes, strict=True):
+        _compare(load_nifti(export_nifti(phase)[0]), reference)

@@ -94,3 +94,31 @@ def test_a_phase_missing_a_slice_is_not_split(tmp_path: Path) -> None:
     series = read(datasets, tmp_path)
     assert series.kind is SeriesKind.IMAGES
     assert [p.code for p in series.problems] == [ProblemCode.MULTIPLE_IMAGES_PER_POSITION]
+
+
+@pytest.mark.parametrize("by_position", [False, True], ids=["numbered-by-volume", "numbered-by-position"])
+def test_announced_temporal_positions_split_by_instance_number(tmp_path: Path, by_position: bool) -> None:
+    """GE's EPI: no attribute says which volume an image is in; NumberOfTemporalPositions and the
+    instance numbers do (the k-th image at each position is volume k)."""
+    datasets = phased_series(
+        (1, 2, 3), attribute=None, announce=True, numbered_by_position=by_position, **GRID
+    )
+    series = read(datasets, tmp_path)
+    assert series.kind is SeriesKind.PHASES
+    assert [p.phase_label for p in series.phases] == [f"temporal position {k} of 3" for k in (1, 2, 3)]
+    (problem,) = series.problems
+    assert problem.message == (
+        f"3 volumes of {SLICES} slices, told apart by InstanceNumber at each position "
+        "(NumberOfTemporalPositions 3)"
+    )
+    # each volume is one acquisition: the generator's k-th phase, whatever the numbering
+    made = [{str(ds.SOPInstanceUID) for ds in datasets[k * SLICES : (k + 1) * SLICES]} for k in range(3)]
+    assert [{f.sop_instance_uid for f in p.frames} for p in series.phases] == made
+
+
+def test_announced_temporal_positions_that_do_not_fit_are_not_guessed(tmp_path: Path) -> None:
+    datasets = phased_series((1, 2), attribute=None, **GRID)
+    for ds in datasets:
+        ds.NumberOfTemporalPositions = 3  # says 3, holds 2 at each position
+    series = read(datasets, tmp_path)
+    assert series.kind is SeriesKind.IMAGES
