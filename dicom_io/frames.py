@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 
 from dicom_io.reading import Instance
 
@@ -28,6 +31,10 @@ class Frame:
     rescale: tuple[float, float] | None = None
     # What tells repeated acquisitions of one position apart (temporal position, stack, echo...).
     acquisition_key: tuple[str, ...] = ()
+    # Enhanced frames: the volume a frame belongs to in a 4D object, from its Frame Content
+    # (TemporalPositionIndex, else its dimension index values other than the spatial ones), each part
+    # "<name> <value>"; () when the object says nothing of the kind.
+    phase_key: tuple[str, ...] = ()
 
     @property
     def sop_instance_uid(self) -> str:
@@ -85,7 +92,35 @@ def _enhanced_frame(instance: Instance, index: int, item: Dataset, shared: Datas
         _spacing(measures.get("PixelSpacing") if measures else None),
         rescale,
         key,
+        _phase_key(instance.header, content),
     )
+
+
+# dimension index pointers that say where a frame is, not which volume it is in
+_SPATIAL_DIMENSIONS = frozenset({0x00209056, 0x00209057, 0x00200032})  # StackID, InStackPositionNumber, IPP
+
+
+def _phase_key(header: Dataset, content: Dataset | None) -> tuple[str, ...]:
+    """The frame's non-spatial dimension index values (the object's own statement of what varies
+    besides position), else its TemporalPositionIndex."""
+    if content is None:
+        return ()
+    values = content.get("DimensionIndexValues")
+    dimensions = header.get("DimensionIndexSequence")
+    parts = []
+    if values is not None and dimensions:
+        values = list(values) if isinstance(values, MultiValue | list | tuple) else [values]
+        if len(values) == len(dimensions):
+            for dimension, value in zip(dimensions, values, strict=True):
+                pointer = dimension.get("DimensionIndexPointer")
+                if pointer is None or int(pointer) in _SPATIAL_DIMENSIONS:
+                    continue
+                label = dimension.get("DimensionDescriptionLabel")
+                name = label or keyword_for_tag(int(pointer)) or str(Tag(pointer))
+                parts.append(f"{name} {value}")
+    if not parts and content.get("TemporalPositionIndex") is not None:
+        parts.append(f"TemporalPositionIndex {content.TemporalPositionIndex}")
+    return tuple(parts)
 
 
 def _position(value: object) -> Vec3 | None:

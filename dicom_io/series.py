@@ -189,8 +189,6 @@ def _phases(
     series_uid: str, images: list[Instance], frames: list[Frame], problems: list[Problem]
 ) -> Series | None:
     """The series as PHASES when one way of telling its volumes apart gives volumes on one grid."""
-    if any(instance.number_of_frames > 1 for instance in images):
-        return None  # enhanced multi-frame: its dimension index would tell; not read yet
     for how, groups in _groupings(frames):
         if len(groups) < 2 or len({len(group) for group in groups.values()}) != 1:
             continue
@@ -224,6 +222,13 @@ def _phases(
 
 def _groupings(frames: list[Frame]) -> Iterator[tuple[str, dict[str, list[Frame]]]]:
     """Candidate splits, best first: (how, {phase label: frames}) with the phases in order."""
+    if all(frame.phase_key for frame in frames):  # enhanced: the frames' own dimension index says
+        keyed: dict[tuple[str, ...], list[Frame]] = defaultdict(list)
+        for frame in frames:
+            keyed[frame.phase_key].append(frame)
+        names = ", ".join(part.rsplit(" ", 1)[0] for part in frames[0].phase_key)
+        ordered = sorted(keyed, key=lambda key: tuple(_phase_order(part.rsplit(" ", 1)[-1]) for part in key))
+        yield f"frame content ({names})", {", ".join(key): keyed[key] for key in ordered}
     for keyword in PHASE_ATTRIBUTES:
         groups: dict[str, list[Frame]] = defaultdict(list)
         for frame in frames:

@@ -93,3 +93,17 @@ def test_real_ge_fmri_matches_dcm2niix_volume_by_volume(tmp_path: Path, shared_d
     assert len(series.phases) == len(volumes) == 10
     for phase, reference in zip(series.phases, volumes, strict=True):
         _compare(load_nifti(export_nifti(phase)[0]), reference)
+
+
+def test_real_siemens_enhanced_4d_matches_dcm2niix_volume_by_volume(
+    tmp_path: Path, shared_dicom: Path
+) -> None:
+    """Four enhanced MR objects, one per temporal position (TemporalPositionIndex in each frame)."""
+    folder = shared_dicom / "enhanced-multiframe" / "siemens-xa10"
+    (series,) = assemble(scan([folder]).instances)
+    volumes = _phase_frames(_dcm2niix(folder, tmp_path / "ref"))
+    assert [phase.phase_label for phase in series.phases] == [
+        f"TemporalPositionIndex {k}" for k in (1, 2, 3, 4)
+    ]
+    for phase, reference in zip(series.phases, volumes, strict=True):
+        _compare(load_nifti(export_nifti(phase)[0]), reference)

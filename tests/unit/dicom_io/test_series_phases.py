@@ -3,10 +3,14 @@ the attribute that tells them apart — or stay a set of 2D images with the reas
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 
 from dicom_io.errors import GeometryError
 from dicom_io.nifti3d import export_nifti
@@ -122,3 +126,36 @@ def test_announced_temporal_positions_that_do_not_fit_are_not_guessed(tmp_path: 
         ds.NumberOfTemporalPositions = 3  # says 3, holds 2 at each position
     series = read(datasets, tmp_path)
     assert series.kind is SeriesKind.IMAGES
+
+
+def test_an_enhanced_object_says_itself_which_volume_each_frame_is_in(tmp_path: Path) -> None:
+    """One enhanced MR object holding two temporal positions: its dimension index (StackID,
+    InStackPositionNumber, TemporalPositionIndex) tells the frames apart, as Siemens XA writes them."""
+    ds = volume_phantom(enhanced=True, modality="MR", seed=1, **GRID).datasets[0]
+    frames = list(ds.PerFrameFunctionalGroupsSequence)
+    per_frame = []
+    for t in (1, 2):
+        for frame in frames:
+            item = copy.deepcopy(frame)
+            content = item.FrameContentSequence[0]
+            content.DimensionIndexValues = [*content.DimensionIndexValues, t]
+            content.TemporalPositionIndex = t
+            per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
+    ds.DimensionIndexSequence.append(
+        Dataset(
+            DimensionIndexPointer=Tag("TemporalPositionIndex"),
+            FunctionalGroupPointer=Tag("FrameContentSequence"),
+        )
+    )
+    ds.NumberOfFrames = len(per_frame)
+    ds.PixelData = ds.PixelData * 2
+    series = read([ds], tmp_path)
+    assert series.kind is SeriesKind.PHASES
+    assert [p.phase_label for p in series.phases] == ["TemporalPositionIndex 1", "TemporalPositionIndex 2"]
+    assert {f.index for f in series.phases[1].frames} == set(range(SLICES, 2 * SLICES))
+    assert series.problems[0].message.endswith("told apart by frame content (TemporalPositionIndex)")
+    single = read(
+        list(volume_phantom(enhanced=True, modality="MR", seed=1, **GRID).datasets), tmp_path / "one"
+    )
+    assert all(phase.require_volume() == single.require_volume() for phase in series.phases)
