@@ -7,8 +7,9 @@ hand in what they have (a real client, the mock over HTTP). No store, no queue h
 next batches are built, so a 300-slice CT never holds 300 PNGs or 300 probability maps at once.
 
 A 4D series (kind PHASES) is segmented phase by phase as the task chooses (all, first, last): with
-the 3D model each phase is its own volume and request, with the 2D model the chosen phases' images;
-each phase gets its own SEG instance in the rule's one SEG series.
+the 3D model each phase is its own volume and request, with the 2D model its images; each phase gets
+its own SEG instance in the rule's one SEG series (one SEG holding two phases would put two frames
+on one plane, which a SEG cannot).
 """
 
 from __future__ import annotations
@@ -155,8 +156,8 @@ def _parts(series: Series, task: SegmentationTask) -> list[Series]:
         return [series.phases[0]]
     if task.phases is PhaseChoice.LAST:
         return [series.phases[-1]]
-    # every phase: each its own volume (3D); for 2D the images of all of them, in one SEG
-    return list(series.phases) if task.model is ModelKind.THREE_D else [series]
+    # each phase on its own, 2D too: one SEG holding two phases would put two frames on one plane
+    return list(series.phases)
 
 
 def _merged(found: list[tuple[str | None, ...]]) -> tuple[str | None, ...]:

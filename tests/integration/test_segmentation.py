@@ -120,15 +120,15 @@ def _phased(folder: Path) -> Series:
     return series
 
 
+@pytest.mark.parametrize("model", [ModelKind.THREE_D, ModelKind.TWO_D])
 @pytest.mark.parametrize(("choice", "chosen"), [(PhaseChoice.ALL, [0, 1]), (PhaseChoice.LAST, [1])])
 def test_a_4d_series_gives_one_seg_per_chosen_phase_in_one_seg_series(
-    tmp_path: Path, mock: MockEndpointServer, choice: PhaseChoice, chosen: list[int]
+    tmp_path: Path, mock: MockEndpointServer, choice: PhaseChoice, chosen: list[int], model: ModelKind
 ) -> None:
+    """2D too: one SEG holding two phases would put two frames on one plane, which a SEG cannot."""
     series = _phased(tmp_path / "dce")
-    task = SegmentationTask(
-        "mr-dynamic", ModelKind.THREE_D, (PromptGroup(("liver",), "percentile"),), phases=choice
-    )
-    with _client(mock, "3d") as client:
+    task = SegmentationTask("mr-dynamic", model, (PromptGroup(("liver",), "percentile"),), phases=choice)
+    with _client(mock, str(model)) as client:
         outcome = segment_series(
             series, task, client, algorithm=ALGORITHM, content_datetime=WHEN, software_version="t",
             context=JobContext("job-4d", series.series_instance_uid),
