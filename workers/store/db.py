@@ -13,6 +13,8 @@ openers queue on it; the later ones find the schema at head and do nothing.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,7 +179,7 @@ def _sqlite_engine(url: URL, *, busy_timeout_s: float, echo: bool) -> Engine:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (see _sqlite_begin)
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cursor, busy_timeout_s)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -185,6 +187,20 @@ def _sqlite_engine(url: URL, *, busy_timeout_s: float, echo: bool) -> Engine:
     event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _set_wal(cursor: Any, for_s: float) -> None:
+    """``PRAGMA journal_mode = WAL``, tried again while another connection holds the lock it needs:
+    switching a new file to WAL can answer "database is locked" at once, busy timeout or not."""
+    deadline = time.monotonic() + for_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_begin(connection: Connection) -> None:

@@ -125,3 +125,24 @@ def test_a_migration_is_logged_once(tmp_path: Path) -> None:
         (None, "0002", "sqlite")
     ]
     assert [entry for entry in second if entry["event"] == "job store migrated"] == []
+
+
+def test_a_new_file_locked_by_another_writer_is_waited_for_not_refused(tmp_path: Path) -> None:
+    """SQLite refuses the switch to WAL at once (its busy timeout does not apply) while another
+    connection writes to a file still in rollback mode: the opener tries again instead of failing.
+    (The race CI once hit with five concurrent openers of one new file.)"""
+    import sqlite3
+
+    path = tmp_path / "mipgw.sqlite3"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE other (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO other VALUES (1)")
+    release = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    release.start()
+    try:
+        with open_store(f"sqlite+pysqlite:///{path}", migrate=True, busy_timeout_s=10) as store:
+            assert store.revision() == "0002"
+    finally:
+        release.join()
+        writer.close()
