@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from dicom_io.uids import is_valid_uid
 from service.scp_dimse import ReceivedInstance
 from service.scp_header import HeaderError, HeaderIncompleteError, InstanceHeader, read_header
-from service.scp_part10 import part10_header
 from service.scp_spool import SpoolWriter
 from service.scp_status import InstanceRefusedError, StoreOutcome
 from service.spool import SpoolError, StoredInstance
+from workers.part10 import part10_header
 from workers.storage import DataDir
 
 __all__ = ["IncomingInstance", "StoredReceived"]

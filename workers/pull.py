@@ -24,10 +24,15 @@ import pydicom
 import requests
 import structlog
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from config.settings import DicomNode, DicomWebNode
+from dicom_io.uids import is_valid_uid
 from workers.delivery.base import public_url
 from workers.errors import DeliveryError
+from workers.part10 import part10_header
 from workers.storage import DataDir, SpoolError, store_instance
 
 __all__ = ["Pulled", "pull", "series_in_study"]
@@ -145,6 +150,46 @@ def _store(data: DataDir, ds: Dataset, counts: Counter[str], name: str) -> None:
     counts[str(ds.SeriesInstanceUID)] += 1
 
 
+def _store_as_received(data: DataDir, event: Any, counts: Counter[str], name: str, *, source_ae: str) -> None:
+    """A C-STORE on the C-GET association into the spool as the bytes arrived (no decode, no re-encode:
+    the Part 10 header is written from a template, as the listener does); only the UIDs that name its
+    path are read. A deflated data set is decoded instead (it cannot be read in place)."""
+    syntax = UID(str(event.context.transfer_syntax))
+    if syntax.is_deflated:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        _store(data, dataset, counts, name)
+        return
+    raw = event.encoded_dataset(include_meta=False)
+    try:
+        ids = read_dataset(
+            io.BytesIO(raw), syntax.is_implicit_VR, syntax.is_little_endian, stop_when=_after_series_uid
+        )
+        study, series, sop = (
+            str(ids[keyword].value) for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        )
+    except (KeyError, ValueError, EOFError) as exc:
+        raise DeliveryError(
+            f"a pulled instance has no readable UIDs: {exc}", destination=name, retryable=False
+        ) from exc
+    sop_class = str(event.request.AffectedSOPClassUID)
+    if not all(map(is_valid_uid, (study, series, sop, sop_class))):  # before any names a path
+        raise DeliveryError(
+            f"a pulled instance has an invalid UID (SOP {sop[:64]!r})", destination=name, retryable=False
+        )
+    try:
+        store_instance(data, study, series, sop, part10_header(sop_class, sop, str(syntax), source_ae) + raw)
+    except SpoolError as exc:
+        raise DeliveryError(
+            f"cannot store a pulled instance: {exc}", destination=name, retryable=True
+        ) from exc
+    counts[series] += 1
+
+
+def _after_series_uid(tag: BaseTag, vr: str | None, length: int) -> bool:
+    return bool(tag > 0x0020000E)
+
+
 def _wado(name: str, node: DicomWebNode, study: str, series: str | None, data: DataDir) -> Pulled:
     client = _dicomweb(node)
     counts: Counter[str] = Counter()
@@ -185,9 +230,7 @@ def _cget(
 
     def on_store(event: evt.Event) -> int:
         try:
-            dataset = event.dataset
-            dataset.file_meta = event.file_meta
-            _store(data, dataset, counts, name)
+            _store_as_received(data, event, counts, name, source_ae=node.ae_title)
         except DeliveryError as exc:
             failures.append(exc.reason)
             return 0xA700  # out of resources: the node keeps the instance and reports the failure

@@ -20,6 +20,7 @@ from service.scp import DicomListener
 from tests.peers import Orthanc, free_ports
 from tests.unit.service.api.apps import AUTH, ApiServer, ApiUnderTest, make_api
 from workers.context import build_deps
+from workers.dicom_identity import IMPLEMENTATION_CLASS_UID
 from workers.errors import DeliveryError
 from workers.jobs import JobState, Route
 from workers.pull import pull
@@ -120,7 +121,7 @@ def run_pulls(api: ApiUnderTest) -> list[str]:
     return pulled
 
 
-def assert_spooled(api: ApiUnderTest, job_id: str, sent: list[pydicom.Dataset]) -> None:
+def assert_spooled(api: ApiUnderTest, job_id: str, sent: list[pydicom.Dataset], how: str = "") -> None:
     with api.store.session(readonly=True) as s:
         job = get_job(s, job_id)
     assert job.spool_path is not None
@@ -129,6 +130,10 @@ def assert_spooled(api: ApiUnderTest, job_id: str, sent: list[pydicom.Dataset]) 
     assert set(stored) == {ds.SOPInstanceUID for ds in sent}
     for ds in sent:
         assert (stored[ds.SOPInstanceUID].pixel_array == ds.pixel_array).all()
+    if how in ("C-GET", "C-MOVE"):  # stored as received, under the gateway's own Part 10 header
+        for ds in stored.values():
+            assert ds.file_meta.ImplementationClassUID == IMPLEMENTATION_CLASS_UID
+            assert ds.file_meta.SourceApplicationEntityTitle == "ORTHANC"
 
 
 @pytest.mark.parametrize(("source", "how"), [("web", "WADO-RS"), ("dimse", "C-GET")])
@@ -147,7 +152,7 @@ def test_a_study_is_pulled_as_one_queued_job_per_series(
     assert sorted(api.queue.items) == sorted(("process", j["id"]) for j in jobs)
     for job in jobs:
         sent = study.series[job["series_instance_uid"]]
-        assert_spooled(api, job["id"], sent)
+        assert_spooled(api, job["id"], sent, how)
         detail = httpx.get(f"{server.url}/jobs/{job['id']}", headers=AUTH, timeout=30).json()
         assert detail["state"] == "queued"
         assert detail["completion_reason"].startswith(f"pulled by {how} from ")
@@ -167,7 +172,7 @@ def test_a_study_is_pulled_by_c_move_into_our_own_listener_as_no_job_of_its_own(
     assert sorted(run_pulls(api)) == sorted(j["id"] for j in jobs)
     for job in jobs:
         sent = study.series[job["series_instance_uid"]]
-        assert_spooled(api, job["id"], sent)
+        assert_spooled(api, job["id"], sent, "C-MOVE")
         detail = httpx.get(f"{server.url}/jobs/{job['id']}", headers=AUTH, timeout=30).json()
         assert detail["state"] == "queued"
         assert detail["completion_reason"] == (
@@ -228,7 +233,7 @@ def test_one_series_with_an_idempotency_key(
     assert again.json() == first.json()
     (job,) = first.json()["jobs"]
     assert run_pulls(api) == [job["id"]]  # the replay queued nothing
-    assert_spooled(api, job["id"], sent)
+    assert_spooled(api, job["id"], sent, "C-GET")
     with api.store.session(readonly=True) as s:
         pulled = get_job(s, job["id"])
     assert (pulled.state, pulled.route) == (JobState.QUEUED, Route.API)

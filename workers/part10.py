@@ -1,5 +1,8 @@
 """The Part 10 header of a received instance, written from a fixed template plus its UIDs.
 
+Used wherever the gateway stores an instance as it arrived on the wire: the listener's C-STORE path
+and a pull's C-GET.
+
 pydicom's file meta writer costs more per instance than the rest of the receive path together
 (docs: performance.md §5); the group is small and fixed, so it is built here byte by byte
 (PS3.10 §7.1: 128-byte preamble, ``DICM``, group 0002 in Explicit VR Little Endian with its group

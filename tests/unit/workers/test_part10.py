@@ -11,8 +11,8 @@ from pydicom.filereader import read_preamble
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 
 from dicom_io.testing.phantoms import volume_phantom
-from service.scp_part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, part10_header
 from tests.helpers import dciodvfy_errors
+from workers.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, part10_header
 
 
 def _data_set_bytes(ds: pydicom.Dataset, syntax: str) -> bytes:
