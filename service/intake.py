@@ -143,6 +143,6 @@ class Intake:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self.enqueue.held() and not self.enqueue.flush():
+        if self.enqueue.held() and not self.enqueue.flush(now=True):
             # the jobs are in the store: the workers' sweeper queues them after the visibility timeout
             log.warning("intake.stopped_with_unpublished_tasks", held=self.enqueue.held())

@@ -66,10 +66,11 @@ class RetryingEnqueuer:
         with self._lock:
             return len(self._held)
 
-    def flush(self) -> int:
-        """Publish what is held, oldest first, once its pause is over; how many went out."""
+    def flush(self, *, now: bool = False) -> int:
+        """Publish what is held, oldest first, once its pause is over (``now``: a last try, as the
+        process stops); how many went out."""
         with self._lock:
-            if not self._held or self._clock() < self._next_try:
+            if not self._held or (self._clock() < self._next_try and not now):
                 return 0
             pending, self._held = self._held, []
         sent = 0

@@ -137,3 +137,14 @@ def test_the_pause_between_tries_is_capped(enqueue: RetryingEnqueuer, broker: Br
     assert tries[0] == 101.0  # 1 s after the refusal
     assert gaps[:3] == [2.0, 4.0, 4.0]  # then 2 s, 4 s, and never more than retry_max_s
     assert max(gaps) == 4.0
+
+
+def test_a_last_try_as_the_process_stops_does_not_wait_for_the_pause(
+    enqueue: RetryingEnqueuer, broker: Broker
+) -> None:
+    broker.down = True
+    enqueue.pull("a")
+    broker.down = False
+    assert enqueue.flush() == 0  # within the pause
+    assert enqueue.flush(now=True) == 1
+    assert broker.sent == [("pull", "a")]
