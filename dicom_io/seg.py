@@ -90,6 +90,9 @@ class SegOptions:
     manufacturer: str = "mip-gateway"
     manufacturer_model_name: str = "mip-gateway"
     instance_number: int = 1
+    # the phase of a 4D series this SEG is for ("TemporalPositionIdentifier 2"): first in the
+    # Content Description, where a viewer shows it beside each SEG instance of the series
+    phase_label: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segmentation_type", SegmentationType(self.segmentation_type))
@@ -105,6 +108,11 @@ class SegOptions:
         label = self.content_label
         if not (0 < len(label) <= 16 and all(c.isupper() or c.isdigit() or c in " _" for c in label)):
             raise ValueError(f"content_label must be a DICOM CS value (A-Z, 0-9, space, _; ≤16): {label!r}")
+
+
+def _content_description(options: SegOptions, algorithm: AlgorithmInfo) -> str:
+    parts = [options.phase_label, f"{algorithm.name} {algorithm.version}", f"rule {options.rule_name}"]
+    return clean_text("; ".join(part for part in parts if part))[:64]
 
 
 def _require_lo(**values: str) -> None:
@@ -202,9 +210,7 @@ def build_seg(
             device_serial_number=options.device_serial_number,
             max_fractional_value=255,
             content_label=options.content_label,
-            content_description=clean_text(f"{algorithm.name} {algorithm.version}; rule {options.rule_name}")[
-                :64
-            ],
+            content_description=_content_description(options, algorithm),
             plane_positions=None if hd_plan.plane_positions is None else list(hd_plan.plane_positions),
             omit_empty_frames=True,
             series_description=options.series_description,

@@ -136,6 +136,7 @@ def segment_series(
                 series_number=task.series_number,
                 segmentation_type=task.seg_type,
                 instance_number=len(segs) + 1,
+                phase_label=part.phase_label,
             )
             requests = [SegmentRequest(p, c) for p, c in zip(task.prompts, categories, strict=True)]
             voxel = (

@@ -146,6 +146,7 @@ def test_a_4d_series_gives_one_seg_per_chosen_phase_in_one_seg_series(
         }
         assert referenced == {f.sop_instance_uid for f in series.phases[k].frames}  # that phase only
         assert seg.InstanceNumber == n
+        assert seg.ContentDescription.startswith(f"TemporalPositionIdentifier {k + 1}; ")  # which phase
         seg_series.add(seg.SeriesInstanceUID)
     assert len(seg_series) == 1
     assert len({r.dataset.SOPInstanceUID for r in outcome.segs if r.dataset is not None}) == len(chosen)
