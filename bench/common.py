@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
-__all__ = ["empty_folder", "free_port"]
+__all__ = ["empty_folder", "free_port", "series_parser", "stop"]
+
+
+def stop(*processes: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to every process at once, then wait for each (SIGKILL after 30 s)."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def series_parser(description: str | None, *, repeats: int) -> argparse.ArgumentParser:
+    """The arguments of a bench on a generated CT series: --slices, --size, --repeats."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    return parser
 
 
 def free_port() -> int:

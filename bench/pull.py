@@ -20,11 +20,9 @@ side; Orthanc's own pace bounds all of them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import empty_folder
+from bench.common import empty_folder, series_parser, stop
 from bench.ctgen import ct_series
 from tests.helpers import system_tool
 from tests.peers import Orthanc, StoreSCP
@@ -85,12 +83,7 @@ def _timed(run: Callable[[], object]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--slices", type=int, default=300)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = series_parser(__doc__, repeats=3)
     args = parser.parse_args()
     movescu, getscu = system_tool("movescu"), system_tool("getscu")
     if movescu is None or getscu is None or system_tool("Orthanc") is None:
@@ -160,11 +153,7 @@ def main() -> None:
                     time.sleep(0.2)
                     times[name].append(_timed(run))
     finally:
-        ours.send_signal(signal.SIGTERM)
-        try:
-            ours.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            ours.kill()
+        stop(ours)
         log.close()
 
     mb = total_bytes / 1e6

@@ -20,11 +20,9 @@ store and the embedded SQLite broker (no worker: each completed series is just q
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import empty_folder, free_port
+from bench.common import empty_folder, free_port, series_parser, stop
 from bench.ctgen import ct_series
 from tests.helpers import system_tool
 
@@ -77,12 +75,7 @@ def _send(storescu: str, port: int, files: list[Path], associations: int) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--slices", type=int, default=300)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = series_parser(__doc__, repeats=5)
     parser.add_argument("--data", type=Path, help="an existing series folder instead of the generated CT")
     args = parser.parse_args()
 
@@ -140,13 +133,7 @@ def main() -> None:
                     time.sleep(0.2)
                     times[(name, n)].append(runs[name](n))
     finally:
-        for process in (ours, reference):
-            process.send_signal(signal.SIGTERM)
-        for process in (ours, reference):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(ours, reference)
         log.close()
 
     mb = total_bytes / 1e6
