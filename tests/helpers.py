@@ -66,3 +66,36 @@ class IntakeQueue:
 
     def pull(self, job_id: str) -> None:
         raise AssertionError("the intake never pulls")
+
+
+class InlineQueue:
+    """The queue boundary recorded, not run: ("process", job), ("deliver", job, destination), ("pull",
+    job) in the order asked; tests drain it themselves, as a worker would."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, ...]] = []
+
+    def process(self, job_id: str, priority: Priority) -> None:
+        self.items.append(("process", job_id))
+
+    def deliver(self, job_id: str, destination: str) -> None:
+        self.items.append(("deliver", job_id, destination))
+
+    def pull(self, job_id: str) -> None:
+        self.items.append(("pull", job_id))
+
+
+LOCAL_REDIS = "redis://127.0.0.1:6379"
+
+
+def redis_test_url(first_db: int, span: int) -> str:
+    """A Redis database of this xdist worker's own (``first_db`` + worker number modulo ``span``), so
+    parallel test processes never share queues; flushed first. Skips when Redis is not there."""
+    redis = pytest.importorskip("redis")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    url = f"{LOCAL_REDIS}/{first_db + int(worker.removeprefix('gw') or 0) % span}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        pytest.skip(f"Redis not reachable at {LOCAL_REDIS} ({exc}); the test command starts redis-server")
+    return url

@@ -37,13 +37,12 @@ from pydicom.uid import SegmentationStorage
 
 from dicom_io.testing.phantoms import volume_phantom
 from tests.gateway_processes import GatewayProcesses, ProcessStartError, gateway_env
-from tests.helpers import dciodvfy_errors, require_tool
+from tests.helpers import dciodvfy_errors, redis_test_url, require_tool
 from tests.peers import Orthanc
 from tests.unit.workers.store.backends import temporary_postgres_database
 
 pytestmark = pytest.mark.integration
 
-REDIS = "redis://127.0.0.1:6379"
 API_KEY = "e2e-front-door-key-7f3a"
 ORTHANC_USER, ORTHANC_PASSWORD = "gateway", "e2e-Orthanc-pw"
 GATEWAY_AET = "MIPGW"
@@ -103,24 +102,12 @@ class FrontDoor:
         return self.gateway.logs() + "\n----- orthanc -----\n" + self.pacs.log_text()[-3000:]
 
 
-def _redis_url() -> str:
-    redis = pytest.importorskip("redis")
-    # a database no other test module uses, one per xdist worker (the fixture is module-scoped)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    url = f"{REDIS}/{2 + int(worker.removeprefix('gw') or 0) % 5}"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis not reachable at {REDIS} ({exc}); the test command starts redis-server")
-    return url
-
-
 @pytest.fixture(scope="module")
 def front_door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontDoor]:
     require_tool("storescu")
     require_tool("echoscu")
     work = tmp_path_factory.mktemp("front-door")
-    broker = _redis_url()
+    broker = redis_test_url(2, 5)  # databases no other test module uses
     try:
         with (
             temporary_postgres_database() as database,

@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
 from service.mock_endpoint import MockEndpointServer
+from tests.helpers import redis_test_url
 from tests.peers import free_ports
 from tests.unit.service.api.apps import AUTH, KEY, ApiServer, make_api
 from workers.celery_app import create_celery
@@ -91,20 +92,9 @@ def test_not_ready_names_what_is_down(tmp_path: Path, mock: MockEndpointServer) 
     assert scrape_ok == {"store": 0.0, "broker": 0.0}
 
 
-def _redis_url() -> str:
-    redis = pytest.importorskip("redis")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    url = f"redis://127.0.0.1:6379/{10 + int(worker.removeprefix('gw') or 0) % 6}"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis not reachable ({exc})")
-    return url
-
-
 @pytest.mark.parametrize("broker", ["redis", "sqlite"])
 def test_queue_depth_counts_waiting_tasks(tmp_path: Path, broker: str) -> None:
-    values = settings(tmp_path, broker_url=_redis_url() if broker == "redis" else None)
+    values = settings(tmp_path, broker_url=redis_test_url(10, 6) if broker == "redis" else None)
     api = make_api(tmp_path, settings=values)
     celery = create_celery(values)
     try:

@@ -23,10 +23,10 @@ from service.api.preview import PALETTE
 from service.mock_endpoint import MockEndpointServer
 from tests.peers import StoreSCP
 from tests.unit.service.api.apps import AUTH, KEY, ApiServer, ApiUnderTest, make_api
+from tests.unit.workers.store.job_factory import move, new_job
 from workers import pipeline
 from workers.context import build_deps
 from workers.jobs import JobState, Route, Stage
-from workers.store import create_job, transition
 
 pytestmark = pytest.mark.integration
 
@@ -165,20 +165,10 @@ def test_retry_one_and_replay_in_bulk(
     assert post(server, "/jobs/no-such-job/retry").status_code == 404
 
     failed = []
-    for n in range(3):
-        with api.store.session() as s:
-            job = create_job(
-                s,
-                actor="test",
-                source="test",
-                route=Route.STOW,
-                study_instance_uid="1.2.3",
-                series_instance_uid=f"1.2.3.{n}",
-                instance_count=1,
-                state=JobState.QUEUED,
-            )
-            transition(s, job.id, JobState.RUNNING, actor="test", stage=Stage.LOAD)
-            transition(s, job.id, JobState.FAILED, actor="test", stage=Stage.INFER, error="endpoint said no")
+    for _ in range(3):
+        job = new_job(api.store, route=Route.STOW, instance_count=1, state=JobState.QUEUED)
+        move(api.store, job.id, JobState.RUNNING, stage=Stage.LOAD)
+        move(api.store, job.id, JobState.FAILED, stage=Stage.INFER, error="endpoint said no")
         failed.append(job.id)
     bulk = post(server, "/jobs/retry", state="failed")
     assert bulk.status_code == 202

@@ -20,6 +20,7 @@ import pytest
 from config.settings import Settings
 from dicom_io.testing.phantoms import volume_phantom
 from service.mock_endpoint import FaultPlan, MockEndpointServer
+from tests.helpers import redis_test_url
 from tests.peers import StoreSCP
 from workers.celery_app import create_celery
 from workers.jobs import FINAL_STATES, JobState, Priority, Route
@@ -29,7 +30,6 @@ from workers.tasks import CeleryEnqueuer
 
 pytestmark = pytest.mark.integration
 
-REDIS = "redis://127.0.0.1:6379"
 RULES = """
 version: 1
 rules:
@@ -37,19 +37,6 @@ rules:
     match: {attribute: Modality, equals: CT}
     action: {endpoint: mip3d, model: 3d, prompts: [liver], window: soft_tissue, destinations: [pacs]}
 """
-
-
-def _redis_db() -> str:
-    redis = pytest.importorskip("redis")
-    # one database per xdist worker, so parallel test processes never share queues
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    db = 10 + int(worker.removeprefix("gw") or 0) % 6
-    url = f"{REDIS}/{db}"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis not reachable at {REDIS} ({exc}); the test command starts redis-server")
-    return url
 
 
 class Gateway:
@@ -148,7 +135,7 @@ def pacs(tmp_path: Path) -> Iterator[StoreSCP]:
 def gateway(tmp_path: Path, pacs: StoreSCP, request: pytest.FixtureRequest) -> Iterator[Gateway]:
     marker = request.node.get_closest_marker("mock_faults")
     faults = FaultPlan.parse(marker.args[0]) if marker else None
-    broker = None if request.node.get_closest_marker("embedded_broker") else _redis_db()
+    broker = None if request.node.get_closest_marker("embedded_broker") else redis_test_url(10, 6)
     with MockEndpointServer(faults=faults) as mock:
         gateway = Gateway(tmp_path, mock, pacs, broker)
         try:

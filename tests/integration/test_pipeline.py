@@ -21,6 +21,7 @@ from dicom_io.testing.phantoms import volume_phantom
 from dicom_io.testing.phases import phased_series
 from dicom_io.uids import seg_series_uid
 from service.mock_endpoint import MockEndpointServer
+from tests.helpers import InlineQueue
 from tests.peers import WEBHOOK_SECRET, Receiver, StoreSCP, webhook_receiver
 from tests.unit.workers.store.backends import database_url_for
 from workers import pipeline
@@ -60,20 +61,6 @@ rules:
     match: {kind: phases}
     action: {endpoint: mip3d, model: 3d, prompts: [liver], window: soft_tissue, destinations: [pacs]}
 """
-
-
-class InlineQueue:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, ...]] = []
-
-    def process(self, job_id: str, priority: Priority) -> None:
-        self.items.append(("process", job_id))
-
-    def deliver(self, job_id: str, destination: str) -> None:
-        self.items.append(("deliver", job_id, destination))
-
-    def pull(self, job_id: str) -> None:
-        self.items.append(("pull", job_id))
 
 
 @pytest.fixture(scope="module")

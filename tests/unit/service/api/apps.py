@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -24,7 +24,7 @@ from service.api import create_app
 from service.completion import CompletionTracker
 from service.intake import Intake
 from service.metrics import ReceiveCounters
-from workers.jobs import Priority
+from tests.helpers import InlineQueue
 from workers.storage import DataDir
 from workers.store import Store, open_store
 
@@ -33,20 +33,6 @@ STOW_KEY = "test-stow-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 BOUNDARY = "mipgw-test-boundary"
 MULTIPART = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
-
-
-@dataclass
-class InlineQueue:
-    items: list[tuple[str, ...]] = field(default_factory=list)
-
-    def process(self, job_id: str, priority: Priority) -> None:
-        self.items.append(("process", job_id))
-
-    def deliver(self, job_id: str, destination: str) -> None:
-        self.items.append(("deliver", job_id, destination))
-
-    def pull(self, job_id: str) -> None:
-        self.items.append(("pull", job_id))
 
 
 @dataclass

@@ -15,13 +15,11 @@ from typing import Any, cast
 import pytest
 import structlog
 from pydicom import Dataset, dcmread
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     SegmentationStorage,
-    generate_uid,
 )
 from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_primitives import C_STORE
@@ -29,6 +27,7 @@ from pynetdicom.events import Event
 
 from config.settings import DicomNode
 from tests.peers import free_ports
+from tests.unit.workers.delivery.seg_files import minimal_seg_file
 from workers.delivery import DimseSender, sender_for
 from workers.errors import DeliveryError
 
@@ -38,21 +37,11 @@ PATIENT_NAME = "DOE^JANE"
 @pytest.fixture(scope="module")
 def seg_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A minimal Segmentation Storage object (the SCU only reads its file meta)."""
-    ds = Dataset()
-    ds.SOPClassUID = SegmentationStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.PatientName = PATIENT_NAME
-    ds.Modality = "SEG"
-    ds.Rows, ds.Columns, ds.NumberOfFrames = 16, 16, 2
-    ds.BitsAllocated = 1
-    ds.PixelData = bytes(range(64))
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    path = tmp_path_factory.mktemp("seg") / "seg.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    folder = tmp_path_factory.mktemp("seg")
+    return minimal_seg_file(
+        folder, PatientName=PATIENT_NAME, Rows=16, Columns=16, NumberOfFrames=2, BitsAllocated=1,
+        PixelData=bytes(range(64)),
+    )  # fmt: skip
 
 
 class Received:

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from pydicom import Dataset, dcmread
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SegmentationStorage, generate_uid
+from pydicom import dcmread
+from pydicom.uid import SegmentationStorage
 
 from config.settings import DicomWebNode
+from tests.unit.workers.delivery.seg_files import minimal_seg_file
 from workers.delivery import StowSender, sender_for
 from workers.delivery.base import public_url
 from workers.delivery.stow import StowResult, multipart_body, parse_stow_response
@@ -28,17 +28,7 @@ PASSWORD = "PASSWORD-xyz-789"
 
 @pytest.fixture(scope="module")
 def seg_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ds = Dataset()
-    ds.SOPClassUID = SegmentationStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "SEG"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    path = tmp_path_factory.mktemp("seg") / "seg.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return minimal_seg_file(tmp_path_factory.mktemp("seg"))
 
 
 def _uid(path: Path) -> str:
